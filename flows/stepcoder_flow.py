@@ -1,0 +1,130 @@
+"""The Prefect flow `stepcoder`: one StepCoder iteration per loop, generate → execute → store → train → advance.
+
+Nothing of an iteration is visible until its final commit; a failed iteration leaves only staged leftovers,
+which the next run of the same iteration replaces.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from stepcoder.config import RunConfig, load_config
+from stepcoder.datasets import DatasetError, load_problems
+from stepcoder.models import resolve_model
+from stepcoder.rewards import reward_table
+from stepcoder.rollouts import programs_for, rollout_rows, sample_problems
+from stepcoder.summary import iteration_summary
+from storage import open_store
+from storage.run_state import RunState, load_run_state
+from tasks.advance import advance_curriculum
+from tasks.execute import execute_chunk
+from tasks.generate import generate
+from tasks.store import commit_iteration, stage_tables
+from tasks.train import train
+
+
+@task(name="load-run-state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
+def load_state(store_url: str, run: str) -> RunState:
+    return load_run_state(open_store(store_url), run)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _checkpoint_dir(cfg: RunConfig, iteration: int) -> Path:
+    return Path(cfg.checkpoint_dir).resolve() / cfg.run_name / f"iter-{iteration:06d}"
+
+
+def _prune_checkpoints(cfg: RunConfig, keep: int) -> None:
+    """Keep the last ``keep`` checkpoints of the run (the committed one included)."""
+    root = Path(cfg.checkpoint_dir).resolve() / cfg.run_name
+    done = sorted(p for p in root.glob("iter-*") if p.is_dir() and not p.name.endswith(".tmp"))
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run_iteration(cfg: RunConfig) -> dict:
+    log = get_run_logger()
+    started = datetime.now(timezone.utc)
+    timings: dict[str, float] = {}
+    problems = load_problems(cfg.data.dataset, cfg.data.path, cfg.data.split)
+    if cfg.data.limit:
+        problems = problems[: cfg.data.limit]
+    if not problems:
+        raise DatasetError(f"dataset {cfg.data.dataset} split {cfg.data.split} has no valid problems")
+    state = load_state(cfg.store, cfg.run_name)
+    it = state.iteration
+    base_dir = str(resolve_model(cfg.model.path))
+    policy_dir = str(Path(state.checkpoint_uri) / "policy") if state.checkpoint_uri else base_dir
+    log.info("run %s iteration %d: policy %s", cfg.run_name, it, policy_dir)
+    batch_problems = sample_problems(problems, cfg.data.problems_per_iteration, cfg.data.seed, it)
+
+    t = time.perf_counter()
+    plans, completions = generate(cfg, batch_problems, state.stages, base_dir, policy_dir, it)
+    timings["generate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    programs = programs_for(plans, completions)
+    jobs = [(prog.text, plans[c.prompt_index].problem.tests) for prog, c in zip(programs, completions)]
+    e = cfg.execution
+    options = {"timeout_s": e.timeout_s, "budget_s": e.budget_s, "memory_mb": e.memory_mb, "workers": e.workers}
+    futures = [execute_chunk.submit(chunk, e.backend, options) for chunk in _chunks(jobs, e.chunk_size)]
+    results = [r for f in futures for r in f.result()]
+    timings["execute"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    r = cfg.reward
+    rewards = reward_table(r.pass_reward, r.fail, r.runtime_error, r.timeout, r.compile_error)
+    checkpoint_id = Path(state.checkpoint_uri).name if state.checkpoint_uri else "base"
+    rollouts, test_rows = rollout_rows(cfg.run_name, it, plans, completions, programs, results, rewards,
+                                       cfg.fgo.enabled, checkpoint_id)
+    stage_tables(cfg.store, cfg.run_name, it, {"rollouts": rollouts, "test_results": test_rows})
+    timings["store"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ckpt_dir = _checkpoint_dir(cfg, it)
+    metrics, checkpoint = train(cfg, it, base_dir, policy_dir, state.checkpoint_uri, str(ckpt_dir))
+    timings["train"] = time.perf_counter() - t
+
+    curriculum = advance_curriculum(plans, rollouts, cfg.curriculum.advance_threshold, cfg.curriculum.min_samples)
+    stage_tables(cfg.store, cfg.run_name, it, {"curriculum": curriculum, "train_metrics": metrics})
+
+    summary = iteration_summary(cfg.run_name, it, rollouts, metrics, curriculum)
+    commit_iteration(cfg.store, cfg.run_name, it, {
+        "config_hash": cfg.config_hash(),
+        "config_json": cfg.to_json(),
+        "checkpoint_uri": checkpoint,
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc),
+        **{f"time_{k}_s": v for k, v in timings.items()},
+        "num_problems": len(plans),
+        "num_rollouts": len(rollouts),
+        "pass_rate": summary["pass_rate"],
+        "reward_mean": summary["reward_mean"],
+    })
+    _prune_checkpoints(cfg, cfg.ppo.keep_checkpoints)
+    summary.update(store=cfg.store, checkpoint=checkpoint, timings=timings)
+    log.info("iteration %d committed: pass rate %.3f, reward %.3f", it, summary["pass_rate"], summary["reward_mean"])
+    return summary
+
+
+@flow(name="stepcoder", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
+def stepcoder(
+    run_name: str | None = None,
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    iterations: int = 1,
+) -> list[dict]:
+    """Run ``iterations`` StepCoder iterations of a run, continuing from its stored state."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    cfg = load_config(config_path, overrides, run_name)
+    return [run_iteration(cfg) for _ in range(iterations)]

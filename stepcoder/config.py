@@ -1,0 +1,208 @@
+"""One validated, frozen run config (pydantic), loaded from YAML with dotted overrides.
+
+Every section is a model with ``extra="forbid"`` so a typo fails fast with the field's path, e.g.
+``ppo.clip_coef: Input should be greater than 0``. Downstream code receives plain values, not this object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "infra" / "configs" / "default.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    path: str = Field("smollm2-135m", description="HF model dir, or the name of a model `stepcoder model prepare` makes")
+    dtype: Literal["float32", "bfloat16"] = Field("bfloat16", description="vLLM inference dtype")
+    max_model_len: int = Field(1024, gt=0, description="prompt + completion token budget")
+    prompt_format: Literal["auto", "chat", "plain"] = Field(
+        "auto", description="chat = chat template + pre-filled code fence; auto = chat if the tokenizer has one"
+    )
+
+
+class DataConfig(_Section):
+    dataset: Literal["mbpp"] = "mbpp"
+    path: str | None = Field(None, description="dataset file; None = the copy shipped in data/")
+    split: Literal["train", "test", "validation", "prompt"] = "train"
+    problems_per_iteration: int = Field(8, gt=0, description="problems sampled each iteration")
+    limit: int | None = Field(None, gt=0, description="use only the first N problems of the split")
+    seed: int = 0
+
+
+class CurriculumConfig(_Section):
+    enabled: bool = Field(True, description="False = every prompt is full generation (no-CCCS ablation)")
+    split_nodes: tuple[str, ...] = Field(("If", "For", "While"), description="ast node types that are split points")
+    advance_threshold: float = Field(0.8, gt=0, le=1, description="pass rate ρ at which a problem moves a stage on")
+    min_samples: int = Field(2, gt=0, description="samples needed at a stage before it can advance")
+
+
+class GenerationConfig(_Section):
+    backend: Literal["vllm"] = "vllm"
+    n_samples: int = Field(4, gt=0, description="samples per prompt")
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_new_tokens: int = Field(256, gt=0)
+    seed: int = 0
+
+
+class ExecutionConfig(_Section):
+    backend: Literal["embedded"] = "embedded"
+    workers: int | None = Field(None, gt=0, description="parallel sandboxed programs; None = CPU count")
+    timeout_s: float = Field(4.0, gt=0, description="per-test wall timeout")
+    budget_s: float = Field(20.0, gt=0, description="per-program wall budget over all tests")
+    memory_mb: int = Field(1024, ge=64)
+    chunk_size: int = Field(64, gt=0, description="programs per execute task")
+
+
+class RewardConfig(_Section):
+    mode: Literal["stepcoder"] = "stepcoder"
+    pass_reward: float = 1.0
+    fail: float = -0.3
+    runtime_error: float = -0.6
+    timeout: float = -0.6
+    compile_error: float = -1.0
+
+
+class FGOConfig(_Section):
+    enabled: bool = Field(True, description="False = train on every completion token (no-FGO ablation)")
+    mask_value_loss: bool = Field(False, description="also apply the FGO mask to the value loss")
+
+
+class PPOConfig(_Section):
+    lr: float = Field(1e-6, gt=0)
+    epochs: int = Field(1, gt=0, description="PPO epochs over each batch")
+    minibatch_size: int = Field(8, gt=0, description="sequences per optimizer step")
+    micro_batch_size: int = Field(4, gt=0, description="sequences per forward/backward")
+    gamma: float = Field(1.0, ge=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    clip_coef: float = Field(0.2, gt=0)
+    vf_clip_coef: float | None = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    ent_coef: float = Field(0.0, ge=0)
+    kl_coef: float = Field(0.05, ge=0, description="β: weight of the per-token KL penalty to the reference")
+    whiten_advantages: bool = True
+    loss_agg: Literal["token", "sequence"] = Field("token", description="normalizer of masked losses")
+    deepspeed_config: str = Field("infra/deepspeed/zero0_fp32.json", description="path, relative to the repo root")
+    keep_checkpoints: int = Field(2, gt=0, description="keep the last k checkpoints of a run")
+
+    @model_validator(mode="after")
+    def _micro_divides_mini(self) -> "PPOConfig":
+        if self.minibatch_size % self.micro_batch_size:
+            raise ValueError(
+                f"ppo.minibatch_size ({self.minibatch_size}) must be a multiple of "
+                f"ppo.micro_batch_size ({self.micro_batch_size})"
+            )
+        return self
+
+
+class RunConfig(_Section):
+    run_name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    store: str = Field(".stepcoder/store", description="rollout store: a directory or an fsspec URL")
+    checkpoint_dir: str = Field(".stepcoder/checkpoints", description="local dir for policy checkpoints")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
+    generation: GenerationConfig = GenerationConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    reward: RewardConfig = RewardConfig()
+    fgo: FGOConfig = FGOConfig()
+    ppo: PPOConfig = PPOConfig()
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the field."""
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """``["ppo.lr=1e-5", "fgo.enabled=false"]`` → nested dict. Values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    if not overrides:
+        return tree
+    items = overrides.items() if isinstance(overrides, dict) else None
+    if items is None:
+        pairs = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like section.field=value")
+            key, raw = item.split("=", 1)
+            pairs.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+        items = pairs
+    for key, value in items:
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    run_name: str | None = None,
+) -> RunConfig:
+    """Load YAML (default: infra/configs/default.yaml), apply overrides, validate once."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    tree = _deep_merge(tree, parse_overrides(overrides))
+    if run_name:
+        tree["run_name"] = run_name
+    for key in ("store", "checkpoint_dir"):
+        # Plain paths are pinned to absolute once, so tasks in other threads/processes agree on them.
+        value = tree.get(key)
+        if isinstance(value, str) and "://" not in value:
+            tree[key] = str(Path(value).expanduser().resolve())
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConfigError(f"invalid config ({path}):\n" + "\n".join(lines)) from None
+
+
+def resolve_repo_path(path: str) -> Path:
+    """Relative paths in the config are relative to the repo root (so `make run` works from anywhere)."""
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p

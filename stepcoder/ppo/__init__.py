@@ -1,0 +1,28 @@
+"""PPO math as pure torch functions on the action axis (B, T). No I/O, no config, no DeepSpeed/vLLM."""
+
+from stepcoder.ppo.gae import compute_gae
+from stepcoder.ppo.kl_controller import AdaptiveKLController, FixedKLController, make_kl_controller
+from stepcoder.ppo.logprobs import entropy_from_logits, logprobs_from_logits
+from stepcoder.ppo.losses import entropy_bonus, explained_variance, policy_loss, value_loss
+from stepcoder.ppo.masked import aggregate_loss, masked_mean, masked_sum, masked_var, masked_whiten
+from stepcoder.ppo.rewards import kl_estimate, kl_penalized_rewards
+
+__all__ = [
+    "AdaptiveKLController",
+    "FixedKLController",
+    "aggregate_loss",
+    "compute_gae",
+    "entropy_bonus",
+    "entropy_from_logits",
+    "explained_variance",
+    "kl_estimate",
+    "kl_penalized_rewards",
+    "logprobs_from_logits",
+    "make_kl_controller",
+    "masked_mean",
+    "masked_sum",
+    "masked_var",
+    "masked_whiten",
+    "policy_loss",
+    "value_loss",
+]

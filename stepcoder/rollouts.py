@@ -1,0 +1,116 @@
+"""One iteration's data path, as plain functions: plan prompts → (generate) → programs → (execute) → rows.
+
+The flow's tasks call these; generation and execution themselves live in their adapters.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from stepcoder.completion import Program, to_program
+from stepcoder.curriculum import num_stages, split_points, stage_prefix
+from stepcoder.execution import ExecResult
+from stepcoder.fgo import fgo_mask
+from stepcoder.generation.types import Completion
+from stepcoder.problems import Problem
+from stepcoder.prompts import render_prompt
+from stepcoder.rewards import execution_reward
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """What one prompt asks: a problem at a CCCS stage."""
+
+    problem: Problem
+    stage: int
+    num_stages: int
+    split_line: int | None
+    prefix: str
+    prompt: str
+
+
+def sample_problems(problems: Sequence[Problem], k: int, seed: int, iteration: int) -> list[Problem]:
+    """A deterministic subset per (seed, iteration), so a re-run of an iteration asks the same prompts."""
+    rng = random.Random(f"{seed}:{iteration}")
+    return rng.sample(list(problems), min(k, len(problems)))
+
+
+def plan_prompts(
+    problems: Sequence[Problem],
+    stages: dict[str, int],
+    curriculum: bool,
+    split_nodes: tuple[str, ...],
+    chat_template: Callable[[str], str] | None,
+) -> list[PromptPlan]:
+    """Prompt per problem at its current stage; without curriculum every prompt is full generation."""
+    plans = []
+    for problem in problems:
+        splits = split_points(problem.solution, split_nodes)
+        total = num_stages(splits)
+        stage = stages.get(problem.problem_id, 0) if curriculum else total - 1
+        cut = stage_prefix(problem.solution, splits, stage, problem.starter_code)
+        plans.append(
+            PromptPlan(problem, cut.stage, total, cut.split_line, cut.prefix,
+                       render_prompt(problem, cut.prefix, chat_template))
+        )
+    return plans
+
+
+def programs_for(plans: Sequence[PromptPlan], completions: Sequence[Completion]) -> list[Program]:
+    return [to_program(plans[c.prompt_index].prefix, c.text) for c in completions]
+
+
+def rollout_rows(
+    run: str,
+    iteration: int,
+    plans: Sequence[PromptPlan],
+    completions: Sequence[Completion],
+    programs: Sequence[Program],
+    results: Sequence[ExecResult],
+    reward_table: dict[str, float],
+    fgo_enabled: bool,
+    checkpoint_id: str,
+) -> tuple[list[dict], list[dict]]:
+    """Rows of the ``rollouts`` and ``test_results`` tables, with each rollout's FGO mask and reward."""
+    rollouts, tests = [], []
+    for comp, program, result in zip(completions, programs, results):
+        plan = plans[comp.prompt_index]
+        pid = plan.problem.problem_id
+        rid = f"{run}/{iteration}/{pid}/{comp.sample_index}"
+        compile_error = result.outcome == "compile_error"
+        if fgo_enabled:
+            covered = result.runner.get("coverage", "off") != "off"
+            mask = fgo_mask(program, comp.token_spans, result.executed_lines if covered else None, compile_error,
+                            comp.n_special)
+        else:
+            mask = [1] * len(comp.completion_ids)
+        rollouts.append({
+            "rollout_id": rid,
+            "problem_id": pid,
+            "sample_index": comp.sample_index,
+            "stage": plan.stage,
+            "num_stages": plan.num_stages,
+            "split_line": plan.split_line,
+            "prompt": plan.prompt,
+            "completion": comp.text,
+            "program": program.text,
+            "prompt_ids": comp.prompt_ids,
+            "completion_ids": comp.completion_ids,
+            "old_logprobs": comp.logprobs,
+            "fgo_mask": mask,
+            "outcome": result.outcome,
+            "reward": execution_reward(result.outcome, reward_table),
+            "tests_passed": result.tests_passed,
+            "tests_total": plan.problem.tests.count,
+            "executed_lines": list(result.executed_lines or []),
+            "exec_time_ms": result.time_ms,
+            "checkpoint_id": checkpoint_id,
+            "cache_hit": False,
+            "finish_reason": comp.finish_reason,
+        })
+        for ti, test in enumerate(result.tests):
+            tests.append({"rollout_id": rid, "problem_id": pid, "sample_index": comp.sample_index,
+                          "test_index": ti, "status": test.status, "time_ms": test.time_ms})
+    return rollouts, tests

@@ -1,0 +1,1 @@
+"""PPO training on DeepSpeed. Import the submodules directly; this package file stays light."""

@@ -1,0 +1,40 @@
+"""The actor (a causal LM) with a scalar value head on its last hidden state (shared trunk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+
+
+class ActorCritic(nn.Module):
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+        hidden = lm.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1)
+        # Zero init: V ≡ 0 at the start, so early advantages are the (KL-shaped) rewards themselves.
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, V) and values (B, T) for every input position."""
+        hidden = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        logits = self.lm.get_output_embeddings()(hidden)
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return logits, values
+
+    def save_value_head(self, directory: Path) -> None:
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.value_head.state_dict().items()},
+                  str(directory / VALUE_HEAD_FILE))
+
+    def load_value_head(self, directory: Path) -> bool:
+        path = directory / VALUE_HEAD_FILE
+        if not path.exists():
+            return False
+        self.value_head.load_state_dict(load_file(str(path)))
+        return True

@@ -1,0 +1,255 @@
+"""One PPO update on DeepSpeed over a batch of rollouts (StepCoder section 3.3; PPO as in CleanRL/OpenRLHF).
+
+    1. no-grad pass: old log-probs and values (policy), reference log-probs (frozen π_ref), once per batch
+    2. per-token rewards r_t = −β·(log π_old − log π_ref) on completion tokens, + R on the last one
+    3. GAE(γ, λ) over completion tokens; advantages whitened over the FGO-masked tokens
+    4. epochs × minibatches of clipped policy loss (completion × FGO mask) + clipped value loss + entropy bonus
+
+The math lives in :mod:`stepcoder.ppo`; this file wires models, DeepSpeed and checkpoints around it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from stepcoder import ppo
+from stepcoder.training.actor_critic import ActorCritic
+from stepcoder.training.batch import PPOBatch
+from stepcoder.training.distributed import init_distributed
+
+STATE_FILE = "trainer_state.json"
+
+
+def loss_item(x: torch.Tensor) -> float:
+    return float(x.detach())
+
+
+@dataclass(frozen=True)
+class PPOHyper:
+    lr: float = 1e-6
+    epochs: int = 1
+    minibatch_size: int = 8
+    micro_batch_size: int = 4
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    clip_coef: float = 0.2
+    vf_clip_coef: float | None = 0.2
+    vf_coef: float = 0.1
+    ent_coef: float = 0.0
+    kl_coef: float = 0.05
+    whiten_advantages: bool = True
+    loss_agg: str = "token"
+    mask_value_loss: bool = False  # FGO mask on the value loss too (paper: policy loss only)
+    seed: int = 0
+
+
+def _ds_config(base: dict, hp: PPOHyper) -> dict:
+    cfg = json.loads(json.dumps(base))
+    cfg["train_micro_batch_size_per_gpu"] = hp.micro_batch_size
+    cfg["gradient_accumulation_steps"] = hp.minibatch_size // hp.micro_batch_size
+    cfg.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and the world size
+    cfg.setdefault("optimizer", {"type": "AdamW", "params": {"torch_adam": True}})
+    cfg["optimizer"].setdefault("params", {})["lr"] = hp.lr
+    return cfg
+
+
+def _load_lm(path: Path, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+
+
+class PPOTrainer:
+    """Owns the DeepSpeed engine (actor + value head) and the frozen reference model for one run."""
+
+    def __init__(
+        self,
+        policy_dir: Path,
+        ref_dir: Path,
+        ds_config: dict,
+        hp: PPOHyper,
+        resume_dir: Path | None = None,
+    ):
+        import deepspeed
+
+        self.hp = hp
+        self.device = init_distributed()
+        torch.manual_seed(hp.seed)
+        self.policy_dir = Path(policy_dir)
+        model = ActorCritic(_load_lm(self.policy_dir))
+        if resume_dir is not None:
+            model.load_value_head(Path(resume_dir))
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+            config=_ds_config(ds_config, hp),
+        )
+        self.ref = _load_lm(Path(ref_dir)).to(self.device).eval().requires_grad_(False)
+        self.global_step = 0
+        if resume_dir is not None:
+            self._load_state(Path(resume_dir))
+
+    # ---- forward helpers -------------------------------------------------------------------------------
+    def _policy_forward(self, mb: PPOBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
+        logits, values = self.engine(ids, att)
+        logits = logits[:, :-1].float()  # (b, t-1, V): position t scores action t (token t+1)
+        logprobs = ppo.logprobs_from_logits(logits, ids[:, 1:])  # (b, t-1)
+        return logprobs, values[:, :-1].float(), logits
+
+    @torch.no_grad()
+    def _ref_logprobs(self, mb: PPOBatch) -> torch.Tensor:
+        ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
+        logits = self.ref(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+        return ppo.logprobs_from_logits(logits, ids[:, 1:])
+
+    def _micro_slices(self, n: int) -> list[slice]:
+        m = self.hp.micro_batch_size
+        return [slice(i, min(i + m, n)) for i in range(0, n, m)]
+
+    @staticmethod
+    def _pad_cat(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+
+    # ---- the update ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _experience(self, batch: PPOBatch) -> dict[str, torch.Tensor]:
+        """Old log-probs/values and reference log-probs, computed once per batch, then rewards and GAE."""
+        self.engine.eval()
+        width = batch.action_mask.shape[1]
+        old_lp, old_v, ref_lp = [], [], []
+        for sl in self._micro_slices(len(batch)):
+            mb = batch.select(sl)
+            lp, v, _ = self._policy_forward(mb)
+            old_lp.append(lp.cpu())
+            old_v.append(v.cpu())
+            ref_lp.append(self._ref_logprobs(mb).cpu())
+        old_logprobs = self._pad_cat(old_lp, width)
+        old_values = self._pad_cat(old_v, width)
+        ref_logprobs = self._pad_cat(ref_lp, width)
+        mask = batch.action_mask
+        rewards, kl = ppo.kl_penalized_rewards(batch.scores, old_logprobs, ref_logprobs, mask, self.hp.kl_coef)
+        advantages, returns = ppo.compute_gae(rewards, old_values * mask, mask, self.hp.gamma, self.hp.gae_lambda)
+        if self.hp.whiten_advantages:
+            advantages = ppo.masked_whiten(advantages, batch.fgo_mask)
+        return {
+            "old_logprobs": old_logprobs,
+            "old_values": old_values,
+            "advantages": advantages,
+            "returns": returns,
+            "kl_ref": ppo.masked_mean(kl, mask),
+        }
+
+    def step(self, batch: PPOBatch) -> list[dict[str, float]]:
+        """Run ``epochs`` × minibatches of PPO on ``batch``; one metrics dict per optimizer step."""
+        hp = self.hp
+        exp = self._experience(batch)
+        n = len(batch)
+        masked_fraction = 1.0 - float(batch.fgo_mask.sum() / batch.action_mask.sum().clamp(min=1))
+        metrics: list[dict[str, float]] = []
+        gen = torch.Generator().manual_seed(hp.seed + self.global_step)
+        self.engine.train()
+        for epoch in range(hp.epochs):
+            perm = torch.randperm(n, generator=gen)
+            for mb_index, start in enumerate(range(0, n, hp.minibatch_size)):
+                mb_rows = perm[start : start + hp.minibatch_size]
+                acc: dict[str, list[float]] = {}
+                for sl in self._micro_slices(len(mb_rows)):
+                    rows = mb_rows[sl]
+                    stats = self._micro_step(batch.select(rows), {k: v[rows] for k, v in exp.items() if v.dim() == 2})
+                    for k, v in stats.items():
+                        acc.setdefault(k, []).append(v)
+                # DeepSpeed steps the optimizer after a fixed number of micro-steps; a short last minibatch
+                # completes its window with zero-loss micro-steps (its gradient is scaled by 1/GA, not 1/n).
+                self._flush_partial_window(len(self._micro_slices(len(mb_rows))))
+                self.global_step += 1
+                row = {k: sum(v) / len(v) for k, v in acc.items()}
+                row.update(
+                    step=self.global_step, epoch=epoch, minibatch=mb_index,
+                    kl_ref=float(exp["kl_ref"]), kl_coef=hp.kl_coef, masked_fraction=masked_fraction,
+                    lr=float(self.engine.optimizer.param_groups[0]["lr"]),
+                )
+                metrics.append(row)
+        return metrics
+
+    def _micro_step(self, mb: PPOBatch, exp: dict[str, torch.Tensor]) -> dict[str, float]:
+        hp = self.hp
+        width = mb.action_mask.shape[1]
+        exp = {k: v[:, :width].to(self.device) for k, v in exp.items()}
+        logprobs, values, logits = self._policy_forward(mb)
+        action_mask = mb.action_mask.to(self.device)
+        policy_mask = mb.fgo_mask.to(self.device)
+        value_mask = policy_mask if hp.mask_value_loss else action_mask
+        pg_loss, pg_stats = ppo.policy_loss(
+            logprobs, exp["old_logprobs"], exp["advantages"], policy_mask, hp.clip_coef, hp.loss_agg
+        )
+        v_loss, v_stats = ppo.value_loss(values, exp["old_values"], exp["returns"], value_mask, hp.vf_clip_coef, hp.loss_agg)
+        entropy = ppo.entropy_bonus(ppo.entropy_from_logits(logits), action_mask, hp.loss_agg)
+        loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
+        self.engine.backward(loss)
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        local_norm = self._local_grad_norm() if boundary else None
+        self.engine.step()
+        grad_norm = None
+        if boundary:  # DeepSpeed reports the norm on some engines (ZeRO ≥ 1, fp16/bf16), not on CPU ZeRO-0
+            reported = self.engine.get_global_grad_norm()
+            grad_norm = float(reported) if reported is not None else local_norm
+        stats = {
+            "policy_loss": loss_item(pg_loss),
+            "value_loss": loss_item(v_loss),
+            "entropy": loss_item(entropy),
+            "approx_kl": float(pg_stats["approx_kl"]),
+            "clipfrac": float(pg_stats["clipfrac"]),
+            "explained_variance": ppo.explained_variance(values.detach(), exp["returns"], action_mask),
+        }
+        if grad_norm is not None:
+            stats["grad_norm"] = grad_norm
+        return stats
+
+    def _local_grad_norm(self) -> float:
+        """L2 norm of the accumulated (unclipped) gradient held by this rank's parameters."""
+        grads = [p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None]
+        return float(torch.stack(grads).norm()) if grads else 0.0
+
+    def _flush_partial_window(self, micro_steps_done: int) -> None:
+        window = self.hp.minibatch_size // self.hp.micro_batch_size
+        for _ in range(window - micro_steps_done):
+            dummy = sum(p.sum() * 0.0 for p in self.engine.module.value_head.parameters())
+            self.engine.backward(dummy)
+            self.engine.step()
+
+    # ---- checkpoints -----------------------------------------------------------------------------------
+    def save(self, out_dir: Path, tokenizer_dir: Path) -> Path:
+        """Write an HF policy dir (vLLM loads it), the value head, the DeepSpeed state and trainer state.
+
+        Written under ``<out_dir>.tmp`` and renamed at the end, so a crash mid-save leaves the previous
+        checkpoint intact and never a half-written ``out_dir``.
+        """
+        out_dir = Path(out_dir)
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "policy").mkdir(parents=True)
+        module: ActorCritic = self.engine.module
+        module.lm.save_pretrained(tmp / "policy", safe_serialization=True)
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+            src = Path(tokenizer_dir) / name
+            if src.exists():
+                shutil.copy2(src, tmp / "policy" / name)
+        module.save_value_head(tmp)
+        self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="latest", save_latest=False)
+        (tmp / STATE_FILE).write_text(json.dumps({"global_step": self.global_step, "hyper": asdict(self.hp)}))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+        return out_dir
+
+    def _load_state(self, ckpt: Path) -> None:
+        self.engine.load_checkpoint(str(ckpt / "deepspeed"), tag="latest")
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        self.global_step = int(state["global_step"])
+
+    def close(self) -> None:
+        del self.engine, self.ref

@@ -1,0 +1,1 @@
+"""Thin Prefect tasks over the stepcoder library: one logical step or one side effect each."""

@@ -1,0 +1,44 @@
+"""Generate: CCCS prompts for the sampled problems, n samples each from vLLM."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from stepcoder.config import RunConfig
+from stepcoder.problems import Problem
+from stepcoder.prompts import chat_renderer
+from stepcoder.rollouts import plan_prompts
+
+# One engine per process, reused across iterations: new policy weights are swapped in place.
+_ENGINES: dict[tuple, object] = {}
+
+
+def _engine(cfg: RunConfig, base_dir: str, policy_dir: str):
+    from stepcoder.generation import make_generator
+
+    key = (cfg.generation.backend, base_dir, cfg.model.dtype, cfg.model.max_model_len)
+    engine = _ENGINES.get(key)
+    if engine is None:
+        _ENGINES.clear()  # a different model: drop the old engine before loading another
+        engine = make_generator(cfg.generation.backend, policy_dir, dtype=cfg.model.dtype,
+                                max_model_len=cfg.model.max_model_len, seed=cfg.generation.seed)
+        _ENGINES[key] = engine
+    elif engine.weights != policy_dir:
+        engine.reload_weights(policy_dir)
+    return engine
+
+
+@task(name="generate", cache_policy=NO_CACHE)
+def generate(cfg: RunConfig, problems: list[Problem], stages: dict[str, int], base_dir: str, policy_dir: str,
+             iteration: int):
+    engine = _engine(cfg, base_dir, policy_dir)
+    chat = chat_renderer(engine.tokenizer, cfg.model.prompt_format)
+    plans = plan_prompts(problems, stages, cfg.curriculum.enabled, cfg.curriculum.split_nodes, chat)
+    g = cfg.generation
+    completions = engine.generate(
+        [p.prompt for p in plans], n=g.n_samples, temperature=g.temperature, top_p=g.top_p,
+        max_new_tokens=g.max_new_tokens, seed=g.seed + iteration,
+        stop=["```"] if chat else None,  # chat prompts open a code fence; its closing fence ends the program
+    )
+    return plans, completions
