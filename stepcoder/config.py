@@ -43,7 +43,9 @@ class DataConfig(_Section):
 class CurriculumConfig(_Section):
     enabled: bool = Field(True, description="False = every prompt is full generation (no-CCCS ablation)")
     split_nodes: tuple[str, ...] = Field(("If", "For", "While"), description="ast node types that are split points")
-    advance_threshold: float = Field(0.8, gt=0, le=1, description="pass rate ρ at which a problem moves a stage on")
+    advance_threshold: float = Field(
+        0.8, ge=0, le=1, description="pass rate ρ at which a problem moves a stage on (0 = every iteration)"
+    )
     min_samples: int = Field(2, gt=0, description="samples needed at a stage before it can advance")
 
 
@@ -141,6 +143,19 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _scalar(raw: str) -> Any:
+    """YAML scalar, except that 1e-5 is a float (YAML 1.1 would read it as a string)."""
+    if not raw.strip():
+        return None
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
     """``["ppo.lr=1e-5", "fgo.enabled=false"]`` → nested dict. Values are parsed as YAML scalars."""
     tree: dict[str, Any] = {}
@@ -153,7 +168,7 @@ def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, A
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like section.field=value")
             key, raw = item.split("=", 1)
-            pairs.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+            pairs.append((key.strip(), _scalar(raw)))
         items = pairs
     for key, value in items:
         _set_dotted(tree, key, value)

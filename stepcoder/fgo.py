@@ -8,7 +8,8 @@ Only completion tokens on code that actually ran in the unit tests take part in 
 Rules:
 - Line → statement: each program line belongs to its innermost enclosing ``ast`` statement; it counts as
   executed when that statement's first line ran. That settles continuation lines of multi-line statements
-  and closing brackets.
+  and closing brackets. Block headers with no statement of their own (``else:``, ``finally:``,
+  ``except ...:``) belong to the first statement of their block, so an ``else:`` whose branch never ran is 0.
 - Blank and comment-only lines carry no learning signal → 0.
 - A token spanning several lines counts if any of them ran.
 - compile_error → all ones: the whole completion is to blame.
@@ -34,10 +35,15 @@ def executed_program_lines(program: str, executed_lines: Iterable[int]) -> set[i
     lines = program.splitlines()
     owner: dict[int, int] = {}  # line → first line of its innermost statement
     # ast.walk is breadth-first, so inner statements overwrite outer ones.
-    for node in ast.walk(tree):
+    nodes = list(ast.walk(tree))
+    for node in nodes:
         if isinstance(node, ast.stmt):
             for line in range(node.lineno, (node.end_lineno or node.lineno) + 1):
                 owner[line] = node.lineno
+    for node in nodes:
+        for header_start, block in _headed_blocks(node):
+            for line in range(header_start, block[0].lineno):
+                owner[line] = block[0].lineno
     out = set()
     for line in range(1, len(lines) + 1):
         text = lines[line - 1].strip()
@@ -45,6 +51,22 @@ def executed_program_lines(program: str, executed_lines: Iterable[int]) -> set[i
             continue
         if owner.get(line, line) in ran:
             out.add(line)
+    return out
+
+
+def _headed_blocks(node: ast.AST) -> list[tuple[int, list[ast.stmt]]]:
+    """(first header line, block) for blocks introduced by a header line that is not a statement."""
+    out = []
+    body = getattr(node, "body", None)
+    for name in ("orelse", "finalbody"):
+        block = getattr(node, name, None)
+        if block and isinstance(body, list) and body:
+            prev = node.handlers[-1] if name == "finalbody" and getattr(node, "handlers", None) else body[-1]
+            if name == "finalbody" and getattr(node, "orelse", None):
+                prev = node.orelse[-1]
+            out.append(((prev.end_lineno or prev.lineno) + 1, block))
+    if isinstance(node, ast.ExceptHandler) and node.body:
+        out.append((node.lineno, node.body))
     return out
 
 

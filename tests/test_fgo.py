@@ -1,0 +1,87 @@
+"""FGO: a program whose tests run only one branch of an if/else, executed for real in the sandbox."""
+
+import pytest
+
+from stepcoder.completion import to_program
+from stepcoder.execution import make_executor
+from stepcoder.fgo import executed_program_lines, fgo_mask
+from stepcoder.problems import TestSpec
+from stepcoder.tokens import token_char_spans
+
+PROGRAM = (
+    "def sign(x):\n"          # 1  runs at load
+    "    if x > 0:\n"         # 2  runs
+    "        return 'pos'\n"  # 3  runs
+    "    else:\n"             # 4  header of the branch that never runs
+    "        return 'neg'\n"  # 5  never runs
+    "\n"                      # 6  blank
+    "# done\n"                # 7  comment
+)
+TESTS = TestSpec(kind="assert", asserts=("assert sign(1) == 'pos'", "assert sign(5) == 'pos'"))
+
+
+@pytest.fixture(scope="module")
+def executed():
+    with make_executor("embedded", timeout_s=2, budget_s=5) as ex:
+        (result,) = ex.run([(PROGRAM, TESTS)])
+    assert result.outcome == "pass"
+    return result.executed_lines
+
+
+def test_sandbox_reports_only_the_lines_that_ran(executed):
+    assert sorted(executed) == [1, 2, 3]
+    assert executed_program_lines(PROGRAM, executed) == {1, 2, 3}
+
+
+def test_statement_mapping_of_continuations_and_headers():
+    src = "x = [1,\n     2]\ntry:\n    y = 1\nexcept ValueError:\n    y = 2\nfinally:\n    z = 3\n"
+    # Ran: 1 (the list, spanning 2 lines), 3, 4, 8 — not the except handler.
+    assert executed_program_lines(src, [1, 3, 4, 8]) == {1, 2, 3, 4, 7, 8}
+
+
+def _expected(program, spans, lines_ran):
+    """Independent reference: a token counts if any character of it lies on a line that ran."""
+    starts = [0] + [i + 1 for i, ch in enumerate(program) if ch == "\n"]
+
+    def line_of(pos):
+        return max(i for i, s in enumerate(starts) if s <= pos) + 1
+
+    return [int(any(line_of(c) in lines_ran for c in range(a, max(b, a + 1)))) for a, b in spans]
+
+
+def _check_token_by_token(tokenizer, executed):
+    prefix = "def sign(x):\n"
+    completion = PROGRAM[len(prefix):]
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    spans, n_special = token_char_spans(tokenizer, ids)
+    assert n_special == 1
+    program = to_program(prefix, completion)
+    mask = fgo_mask(program, spans, executed, compile_error=False, eos_tokens=n_special)
+    assert len(mask) == len(ids) and mask[-1] == 1  # EOS is kept
+    shifted = [(a + len(prefix), b + len(prefix)) for a, b in spans]
+    assert mask[:-1] == _expected(program.text, shifted, {1, 2, 3})
+    for (a, b), m in zip(spans, mask):
+        text = completion[a:b]
+        if "neg" in text or "else" in text:
+            assert m == 0, text
+        if "pos" in text or "return" in text and a < completion.index("else"):
+            assert m == 1, text
+    assert 0 < sum(mask) < len(mask)
+
+
+def test_fgo_mask_token_by_token_tiny_tokenizer(tiny_tokenizer, executed):
+    _check_token_by_token(tiny_tokenizer, executed)
+
+
+def test_compile_error_and_missing_coverage_mask_everything():
+    program = to_program("", "def f(:\n")
+    assert fgo_mask(program, [(0, 3), (3, 8)], [], compile_error=True) == [1, 1]
+    assert fgo_mask(program, [(0, 3), (3, 8)], None, compile_error=False, eos_tokens=1) == [1, 1, 1]
+
+
+def test_tokens_dropped_by_cleaning_are_masked():
+    completion = "    return 1\n```\nsome prose\n"
+    program = to_program("def f():\n", completion)
+    spans = [(0, 4), (4, 10), (10, 13), (13, 17), (17, len(completion))]
+    mask = fgo_mask(program, spans, [1, 2], compile_error=False)
+    assert mask == [1, 1, 1, 0, 0]
