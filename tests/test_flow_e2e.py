@@ -65,9 +65,9 @@ def test_second_iteration_continues_from_the_first(two_iterations):
         "iter-000001"
     }
     steps = dict(con.sql("SELECT iteration, min(step) FROM train_metrics GROUP BY iteration").fetchall())
-    last_1 = con.sql("SELECT max(step) FROM train_metrics WHERE iteration = 1").fetchone()[0]
+    last_1 = con.sql("SELECT max(step) FROM train_metrics WHERE iteration = 1").fetchall()[0][0]
     assert steps[2] == last_1 + 1
-    ckpt = con.sql("SELECT checkpoint_uri FROM iterations WHERE iteration = 2").fetchone()[0]
+    ckpt = con.sql("SELECT checkpoint_uri FROM iterations WHERE iteration = 2").fetchall()[0][0]
     assert ckpt == second["checkpoint"] and ckpt.endswith("iter-000002")
     # keep_checkpoints=1 pruned iteration 1's checkpoint once iteration 2 committed.
     assert sorted(p.name for p in (root / "ckpt" / "e2e").iterdir()) == ["iter-000002"]
