@@ -85,7 +85,8 @@ def run_iteration(cfg: RunConfig) -> dict:
     rewards = reward_table(r.pass_reward, r.fail, r.runtime_error, r.timeout, r.compile_error)
     checkpoint_id = Path(state.checkpoint_uri).name if state.checkpoint_uri else "base"
     rollouts, test_rows = rollout_rows(cfg.run_name, it, plans, completions, programs, results, rewards,
-                                       cfg.fgo.enabled, checkpoint_id)
+                                       cfg.fgo.enabled, checkpoint_id, r.mode,
+                                       (r.exec_weight, r.ast_weight, r.dfg_weight))
     stage_tables(cfg.store, cfg.run_name, it, {"rollouts": rollouts, "test_results": test_rows})
     timings["store"] = time.perf_counter() - t
 

@@ -68,7 +68,12 @@ class ExecutionConfig(_Section):
 
 
 class RewardConfig(_Section):
-    mode: Literal["stepcoder"] = "stepcoder"
+    mode: Literal["stepcoder", "ppocoder"] = Field(
+        "stepcoder", description="stepcoder = unit-test table; ppocoder = table + AST match + data-flow match"
+    )
+    exec_weight: float = Field(1.0, ge=0, description="ppocoder: weight of the compiler/unit-test signal")
+    ast_weight: float = Field(1.0, ge=0, description="ppocoder: weight of the AST (syntax) match")
+    dfg_weight: float = Field(1.0, ge=0, description="ppocoder: weight of the data-flow-graph match")
     pass_reward: float = 1.0
     fail: float = -0.3
     runtime_error: float = -0.6
@@ -93,10 +98,24 @@ class PPOConfig(_Section):
     vf_coef: float = Field(0.1, ge=0)
     ent_coef: float = Field(0.0, ge=0)
     kl_coef: float = Field(0.05, ge=0, description="β: weight of the per-token KL penalty to the reference")
+    kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="adaptive = Ziegler et al. 2019")
+    kl_target: float | None = Field(None, gt=0, description="adaptive KL: target KL per token")
+    kl_horizon: int | None = Field(None, gt=0, description="adaptive KL: horizon in samples")
+    critic: Literal["shared", "separate"] = Field("shared", description="value head on the actor or own trunk")
+    old_logprobs: Literal["recompute", "generator"] = Field(
+        "recompute", description="log π_old: recomputed by the trainer (default) or taken from vLLM"
+    )
+    engine: Literal["deepspeed", "torch"] = Field("deepspeed", description="torch = plain loop baseline")
     whiten_advantages: bool = True
     loss_agg: Literal["token", "sequence"] = Field("token", description="normalizer of masked losses")
     deepspeed_config: str = Field("infra/deepspeed/zero0_fp32.json", description="path, relative to the repo root")
     keep_checkpoints: int = Field(2, gt=0, description="keep the last k checkpoints of a run")
+
+    @model_validator(mode="after")
+    def _adaptive_needs_target(self) -> "PPOConfig":
+        if self.kl_controller == "adaptive" and (self.kl_target is None or self.kl_horizon is None):
+            raise ValueError("ppo.kl_controller=adaptive needs ppo.kl_target and ppo.kl_horizon")
+        return self
 
     @model_validator(mode="after")
     def _micro_divides_mini(self) -> "PPOConfig":

@@ -50,6 +50,9 @@ ROLLOUTS = _schema(
     ("checkpoint_id", pa.string()),
     ("cache_hit", pa.bool_()),
     ("finish_reason", pa.string()),
+    ("r_exec", pa.float32()),  # compiler / unit-test part of the reward
+    ("r_ast", pa.float32()),  # PPOCoder: AST (syntax) match with the reference, else NULL
+    ("r_dfg", pa.float32()),  # PPOCoder: data-flow-graph match with the reference, else NULL
 )
 
 # One row per (rollout, unit test).
@@ -91,6 +94,7 @@ TRAIN_METRICS = _schema(
     ("grad_norm", pa.float32()),
     ("masked_fraction", pa.float32()),
     ("lr", pa.float32()),
+    ("logprob_gap", pa.float32()),  # mean |log π_vLLM − log π_trainer| over completion tokens
 )
 
 # One row per (eval, dataset, metric) computed on this iteration's checkpoint.

@@ -2,12 +2,23 @@
 
 Layout under the root URL (a local directory or any fsspec URL such as ``s3://bucket/prefix``)::
 
-    <root>/_staging/run=<run>/iteration=<n>/<table>.parquet     written by stage(), invisible to readers
-    <root>/<table>/run=<run>/iteration=<n>/part-0.parquet        published by commit()
-    <root>/_commits/run=<run>/iteration=<n>.json                 commit marker, written last
+    <root>/<table>/run=<run>/iteration=<n>/part-<id>.parquet   data, written by stage() under a fresh name
+    <root>/_staging/run=<run>/iteration=<n>/<table>.json        which part file is staged for each table
+    <root>/_commits/run=<run>/iteration=<n>.json                commit marker: the list of committed files
+    <root>/_locks/run=<run>.json                                writer lock (storage/lock.py)
 
-Readers (``read``, ``connect``) only see partitions that have a commit marker. One writer per run is
-assumed (the training flow); any number of readers in other processes may read at any time.
+Why this gives atomic iterations on S3 too, where a set of objects can't be published at once: a data file
+is visible only through the commit marker that lists it, and the marker is one object, written last and
+create-only. Before it exists nothing of the iteration is visible; once it exists every file it lists is
+in place. Files nobody lists (an interrupted attempt, a re-staged table, data replaced by an overwrite)
+are invisible and deleted by the next commit or ``discard_staged``. Commits copy nothing: staged files
+are already at their final names.
+
+Readers (``read``, ``connect``) take the file lists (and sizes) from the markers, so they never list or
+glob data directories and never see a torn or uncommitted file. They read through one pyarrow dataset per
+table, which DuckDB scans with projection and filter pushdown (see storage/objects.py for why not DuckDB's
+own reader). One writer per run at a time: ``Store.lock``. Any number of readers in other processes may
+read at any time.
 """
 
 from __future__ import annotations
@@ -15,215 +26,269 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import Any
 
 import duckdb
-import fsspec
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
+from storage.lock import RunLock
+from storage.objects import (
+    arrow_filesystem, create_only, filesystem, invalidate, is_local, list_files, read_bytes, remove, write_atomic,
+)
 from storage.schemas import PARTITION_FIELDS, REQUIRED, SCHEMA_VERSION, SCHEMA_VERSION_FIELD, TABLES
 
 _RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe as a path segment and a hive value
 _MARKER_RE = re.compile(r"run=([^/]+)/iteration=(\d+)\.json$")
+MARKER_FORMAT = 2  # 1: marker without a file list (files found by listing the partition dirs)
+
+# Parquet layout, measured by bench/store.py. One row group per iteration file (10k rollouts ~ 40 MB): a
+# GROUP BY reads a few small column chunks per file. Token columns get no statistics (min/max of token
+# ids prune nothing) and float logprobs are byte-stream-split, which zstd compresses ~20% better.
+_ROW_GROUP_ROWS = 1 << 20
+_NO_STATS = {"prompt_ids", "completion_ids", "old_logprobs", "fgo_mask", "executed_lines"}
+_BYTE_STREAM_SPLIT = {"old_logprobs"}
 
 
 class IterationAlreadyCommitted(RuntimeError):
     """commit() found a marker for (run, iteration); pass overwrite=True to replace it."""
 
 
+@dataclass(frozen=True)
+class Commit:
+    """One committed iteration, as its marker describes it."""
+
+    run: str
+    iteration: int
+    files: dict[str, list[str]]  # table -> data files, relative to the store root
+    committed_at: datetime | None
+    sizes: dict[str, int] = field(default_factory=dict)  # data file -> bytes (lets readers skip a HEAD)
+
+
 class Store:
-    """A rollout store rooted at ``url``; ``storage_options`` go to fsspec (e.g. s3fs credentials)."""
+    """A rollout store rooted at ``url``.
+
+    ``storage_options`` go to fsspec (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}`` for s3fs);
+    for ``s3://`` URLs anything not given comes from the standard AWS environment variables, the endpoint
+    from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``.
+    """
 
     def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None):
         self.url = str(url)
-        self.fs, root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
-        self.root = root.rstrip("/")
-        # Local files get temp-name + os.replace; object stores get direct puts (one object is atomic).
-        self.local = isinstance(self.fs, LocalFileSystem)
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = filesystem(self.url, self.storage_options)
+        self.local = is_local(self.fs)
         if self.local:
             self.fs.makedirs(self.root, exist_ok=True)
+
+    @cached_property
+    def arrow_fs(self) -> pafs.FileSystem:
+        """The pyarrow filesystem that reads and writes the Parquet files (same endpoint and credentials)."""
+        return arrow_filesystem(self.fs, self.url, self.storage_options)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
     # ---- paths -------------------------------------------------------------------------------------
-    def _staging_dir(self, run: str, iteration: int) -> str:
-        return f"{self.root}/_staging/run={run}/iteration={iteration}"
-
     def _partition_dir(self, table: str, run: str, iteration: int) -> str:
         return f"{self.root}/{table}/run={run}/iteration={iteration}"
+
+    def _staging_dir(self, run: str, iteration: int) -> str:
+        return f"{self.root}/_staging/run={run}/iteration={iteration}"
 
     def _marker(self, run: str, iteration: int) -> str:
         return f"{self.root}/_commits/run={run}/iteration={iteration}.json"
 
+    def _abs(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def _rel(self, path: str) -> str:
+        return path[len(self.root) + 1:]
+
     def _uri(self, path: str) -> str:
-        """A path as DuckDB should see it: plain for local files, with the protocol otherwise."""
+        """A path as DuckDB and error messages should show it: plain for local files, with the protocol otherwise."""
         return path if self.local else self.fs.unstrip_protocol(path)
 
     # ---- writing -----------------------------------------------------------------------------------
     def stage(self, run: str, iteration: int, table: str, data: pa.Table | list[dict]) -> None:
-        """Validate ``data`` against ``table``'s schema and write it to the staging area.
+        """Validate ``data`` against ``table``'s schema and write it, invisible to readers until ``commit``.
 
-        Staging the same table again replaces it. Nothing is visible to readers until ``commit``.
+        Staging the same table again replaces it (the earlier file becomes a leftover that commit deletes).
         """
         _check_key(run, iteration)
         arrow = conform(table, data)
-        path = f"{self._staging_dir(run, iteration)}/{table}.parquet"
-        self._write_parquet(arrow, path)
+        path = f"{self._partition_dir(table, run, iteration)}/part-{uuid.uuid4().hex[:16]}.parquet"
+        size = self._write_parquet(arrow, path)
+        # The pointer is written after the data, so a pointer always names a complete file.
+        pointer = {"table": table, "file": self._rel(path), "rows": arrow.num_rows, "bytes": size,
+                   "staged_at": datetime.now(timezone.utc).isoformat()}
+        write_atomic(self.fs, f"{self._staging_dir(run, iteration)}/{table}.json", json.dumps(pointer).encode())
 
-    def read_staged(self, run: str, iteration: int, table: str) -> pa.Table:
+    def read_staged(self, run: str, iteration: int, table: str, columns: list[str] | None = None) -> pa.Table:
+        """The staged (uncommitted) rows of one table, as written by ``stage``."""
         _check_key(run, iteration)
         _schema(table)
-        with self.fs.open(f"{self._staging_dir(run, iteration)}/{table}.parquet", "rb") as f:
-            return pq.read_table(f)
+        raw = read_bytes(self.fs, f"{self._staging_dir(run, iteration)}/{table}.json")
+        if raw is None:
+            raise FileNotFoundError(f"nothing staged for table {table!r} of run={run!r} iteration={iteration}")
+        return self._read_file(self._abs(json.loads(raw)["file"]), columns)
+
+    def _write_parquet(self, table: pa.Table, path: str) -> int:
+        """Write ``table`` to ``path`` atomically; returns the file's size in bytes."""
+        if self.local:
+            write_atomic(self.fs, path, lambda f: _write_parquet(table, f))
+            return os.path.getsize(path)
+        # One object, visible only once the (multipart) upload completes; parts upload while encoding goes on.
+        with self.arrow_fs.open_output_stream(path) as out:
+            _write_parquet(table, out)
+            return out.tell()
+
+    def _staged(self, run: str, iteration: int) -> dict[str, dict]:
+        """table -> staging pointer of every staged table of (run, iteration)."""
+        paths = list_files(self.fs, self._staging_dir(run, iteration), ".json")
+        blobs = self.fs.cat(paths) if paths else {}  # one batched request on object stores
+        out = {}
+        for p in paths:
+            pointer = json.loads(blobs[p])
+            if pointer.get("table") in TABLES:
+                out[pointer["table"]] = pointer
+        return out
 
     def discard_staged(self, run: str, iteration: int) -> None:
-        _check_key(run, iteration)
-        d = self._staging_dir(run, iteration)
-        if self.fs.exists(d):
-            self.fs.rm(d, recursive=True)
+        """Drop everything staged for (run, iteration), and any uncommitted leftovers of earlier attempts.
 
-    def commit(self, run: str, iteration: int, overwrite: bool = False) -> None:
-        """Publish the staged tables of (run, iteration) and make them visible, all at once.
-
-        Why this order gives atomic visibility: readers only look at partitions that have a marker, and
-        the marker is written last, create-only. Before it exists nothing of this iteration is visible
-        (published files without a marker are leftovers, ignored by readers and deleted on the next
-        commit); once it exists every table file is already in place. Staging is kept until the marker
-        is written, so a commit interrupted at any point can simply be retried.
+        Call it when an iteration starts, so a re-run never commits a table staged by a crashed attempt.
         """
         _check_key(run, iteration)
-        if hasattr(self.fs, "invalidate_cache"):
-            self.fs.invalidate_cache()  # s3fs may cache listings; decisions below need fresh ones
-        staging = self._staging_dir(run, iteration)
-        found = set(self.fs.glob(f"{staging}/*.parquet"))
-        staged = {n: f"{staging}/{n}.parquet" for n in TABLES if f"{staging}/{n}.parquet" in found}
+        invalidate(self.fs)
+        old = self._read_commit(run, iteration)
+        self._cleanup(run, iteration, keep=_file_set(old) if old else set())
+
+    def commit(self, run: str, iteration: int, overwrite: bool = False, lock: RunLock | None = None) -> None:
+        """Make the staged tables of (run, iteration) visible, all at once.
+
+        Committing an iteration twice raises ``IterationAlreadyCommitted`` unless ``overwrite=True``; an
+        overwrite replaces the whole iteration (tables not staged again disappear from it). Retrying a
+        commit that already wrote its marker, with nothing re-staged, is a no-op. With ``lock``, the lock
+        is checked to still be held right before the marker is written.
+        """
+        _check_key(run, iteration)
+        invalidate(self.fs)
+        staged = self._staged(run, iteration)
         if not staged:
             raise ValueError(f"nothing staged for run={run!r} iteration={iteration}; call stage() first")
-
+        files = {name: [p["file"]] for name, p in sorted(staged.items())}
         marker = self._marker(run, iteration)
-        if self.fs.exists(marker):
-            if not overwrite:
-                raise IterationAlreadyCommitted(
-                    f"run={run!r} iteration={iteration} is already committed ({self._uri(marker)}); "
-                    "call commit(..., overwrite=True) to replace it"
-                )
-            # Un-commit first, so readers never see a mix of old and new files while we replace them.
-            self.fs.rm(marker)
-
-        # Leftovers of an interrupted commit, or the old data when overwriting: never append to them.
-        for name in TABLES:
-            d = self._partition_dir(name, run, iteration)
-            if self.fs.exists(d):
-                self.fs.rm(d, recursive=True)
-
-        rows = {}
-        for name, src in staged.items():
-            dst = f"{self._partition_dir(name, run, iteration)}/part-0.parquet"
-            self._copy_atomic(src, dst)
-            with self.fs.open(dst, "rb") as f:
-                rows[name] = pq.ParquetFile(f).metadata.num_rows
+        old = self._read_commit(run, iteration)
+        if old is not None and old.files == files:
+            self._cleanup(run, iteration, keep=_file_set(old))  # an earlier attempt got past its marker
+            return
+        if old is not None and not overwrite:
+            raise IterationAlreadyCommitted(
+                f"run={run!r} iteration={iteration} is already committed ({self._uri(marker)}); "
+                "call commit(..., overwrite=True) to replace it"
+            )
+        if lock is not None:
+            if lock.run != run:
+                raise ValueError(f"the lock is for run {lock.run!r}, not {run!r}")
+            lock.ensure_held()
 
         info = {
+            "format": MARKER_FORMAT,
             "run": run,
             "iteration": iteration,
-            "tables": sorted(rows),
-            "rows": rows,
+            "files": files,
+            "rows": {name: p["rows"] for name, p in sorted(staged.items())},
+            "sizes": {p["file"]: p["bytes"] for p in staged.values() if p.get("bytes") is not None},
             "schema_version": SCHEMA_VERSION,
             "committed_at": datetime.now(timezone.utc).isoformat(),
         }
-        self._create_marker(marker, json.dumps(info, indent=1).encode(), run, iteration)
-        self.discard_staged(run, iteration)
+        body = json.dumps(info, indent=1).encode()
+        if old is None:
+            if not create_only(self.fs, marker, body):
+                raise IterationAlreadyCommitted(
+                    f"run={run!r} iteration={iteration} was committed concurrently ({self._uri(marker)})"
+                )
+        else:
+            # One object replaced in one step: readers see the old file list or the new one, both complete.
+            write_atomic(self.fs, marker, body)
+        self._cleanup(run, iteration, keep=_file_set(files))
 
-    def _write_parquet(self, table: pa.Table, path: str) -> None:
-        parent = path.rsplit("/", 1)[0]
-        if not self.local:
-            # A single object PUT is atomic on S3: readers see the old object or the new one.
-            with self.fs.open(path, "wb") as f:
-                pq.write_table(table, f, compression="zstd")
-            return
-        self.fs.makedirs(parent, exist_ok=True)
-        # Temp name must not end in .parquet, or reader globs would pick up a half-written file.
-        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f, compression="zstd")
-            os.replace(tmp, path)  # atomic rename: never a torn file under the final name
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-    def _copy_atomic(self, src: str, dst: str) -> None:
-        if not self.local:
-            self.fs.copy(src, dst)  # server-side copy, atomic per object
-            return
-        self.fs.makedirs(dst.rsplit("/", 1)[0], exist_ok=True)
-        tmp = f"{dst}.{uuid.uuid4().hex}.tmp"
-        try:
-            self.fs.copy(src, tmp)  # copy, not move: staging stays intact until the marker exists
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-
-    def _create_marker(self, path: str, data: bytes, run: str, iteration: int) -> None:
-        """Write ``data`` to ``path`` only if ``path`` does not exist yet (create-only, atomic)."""
-        exists = IterationAlreadyCommitted(
-            f"run={run!r} iteration={iteration} was committed concurrently ({self._uri(path)})"
-        )
+    def _cleanup(self, run: str, iteration: int, keep: set[str]) -> None:
+        """Delete the staging pointers and every data file of (run, iteration) not in ``keep``."""
+        garbage = []
+        for name in TABLES:
+            for path in list_files(self.fs, self._partition_dir(name, run, iteration), ".parquet"):
+                if self._rel(path) not in keep:
+                    garbage.append(path)
+        garbage += list_files(self.fs, self._staging_dir(run, iteration))
+        remove(self.fs, garbage)
         if self.local:
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            # Write a temp file, then hard-link it: link() is atomic and fails if the name exists, so
-            # the marker is create-only and never seen half written ("xb" alone is only create-only).
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                try:
-                    os.link(tmp, path)
-                except FileExistsError:
-                    raise exists from None
-                except OSError:  # file systems without hard links
-                    with open(path, "xb") as f:
-                        f.write(data)
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-            return
-        try:
-            self.fs.pipe_file(path, data, mode="create")  # s3fs: PUT with If-None-Match: *
-        except FileExistsError:
-            raise exists from None
-        except OSError:
-            # SeaweedFS answers a failed conditional put with EINVAL instead of 412/FileExistsError.
-            if self.fs.exists(path):
-                raise exists from None
-            raise
+            shutil.rmtree(self._staging_dir(run, iteration), ignore_errors=True)
+
+    # ---- locking -----------------------------------------------------------------------------------
+    def lock(self, run: str, owner: str | None = None, ttl_s: float = 300.0, wait_s: float = 0.0,
+             heartbeat: bool = True) -> RunLock:
+        """The writer lock of ``run``: ``with store.lock(run, owner="flow-run-id"):`` ... stage, commit.
+
+        Raises ``StoreLocked`` naming the holder if another live writer holds it (after waiting up to
+        ``wait_s``). A holder that stops refreshing (crashed) loses it ``ttl_s`` after its last heartbeat.
+        """
+        _check_key(run, 0)
+        path = f"{self.root}/_locks/run={run}.json"
+        return RunLock(self.fs, path, self._uri(path), run, owner, ttl_s, wait_s, heartbeat)
 
     # ---- reading -----------------------------------------------------------------------------------
-    def _commits(self, run: str | None = None) -> list[tuple[str, int, str]]:
-        """(run, iteration, marker path) of every commit marker, sorted."""
-        if hasattr(self.fs, "invalidate_cache"):
-            self.fs.invalidate_cache()  # listings may be cached (s3fs); commits must be seen at once
-        pattern = f"{self.root}/_commits/run={run or '*'}/iteration=*.json"
+    def _marker_keys(self, run: str | None = None) -> list[tuple[str, int, str]]:
+        """(run, iteration, marker path) of every commit marker, sorted; one listing, no reads."""
+        invalidate(self.fs)
         out = []
-        for p in self.fs.glob(pattern):
+        for p in self.fs.glob(f"{self.root}/_commits/run={run or '*'}/iteration=*.json"):
             m = _MARKER_RE.search(p)
             if m:
                 out.append((m.group(1), int(m.group(2)), p))
         return sorted(out)
 
-    def _table_files(self, table: str, run: str | None = None) -> set[str]:
-        """Published files of ``table``, committed or not (one listing, not one request per file)."""
-        return set(self.fs.glob(f"{self.root}/{table}/run={run or '*'}/iteration=*/part-0.parquet"))
+    def _commits(self, run: str | None = None, iteration: int | None = None) -> list[Commit]:
+        """Every commit (optionally of one run / iteration), with its file lists."""
+        keys = [k for k in self._marker_keys(run) if iteration is None or k[1] == iteration]
+        blobs = self.fs.cat([p for _, _, p in keys]) if keys else {}  # batched GETs on object stores
+        return [self._parse_marker(r, it, blobs[p]) for r, it, p in keys if p in blobs]
+
+    def _read_commit(self, run: str, iteration: int) -> Commit | None:
+        raw = read_bytes(self.fs, self._marker(run, iteration))
+        return None if raw is None else self._parse_marker(run, iteration, raw)
+
+    def _parse_marker(self, run: str, iteration: int, raw: bytes) -> Commit:
+        try:
+            info = json.loads(raw)
+        except ValueError:
+            info = {}  # the marker's existence is the commit; its content is a description
+        files = info.get("files") if isinstance(info, dict) else None
+        if not isinstance(files, dict):
+            # A format-1 marker: the iteration's files are whatever its partition dirs hold.
+            files = {}
+            for name in TABLES:
+                found = list_files(self.fs, self._partition_dir(name, run, iteration), ".parquet")
+                if found:
+                    files[name] = [self._rel(p) for p in found]
+        try:
+            committed_at = datetime.fromisoformat(info["committed_at"])
+        except (KeyError, TypeError, ValueError):
+            committed_at = None
+        sizes = info.get("sizes") if isinstance(info, dict) and isinstance(info.get("sizes"), dict) else {}
+        return Commit(run, iteration, files, committed_at, sizes)
 
     def committed_iterations(self, run: str) -> list[int]:
         _check_key(run, 0)
-        return [it for _, it, _ in self._commits(run)]
+        return [it for _, it, _ in self._marker_keys(run)]
 
     def latest_iteration(self, run: str) -> int | None:
         its = self.committed_iterations(run)
@@ -231,83 +296,84 @@ class Store:
 
     def runs(self) -> list[str]:
         """Runs with at least one committed iteration."""
-        return sorted({r for r, _, _ in self._commits()})
+        return sorted({r for r, _, _ in self._marker_keys()})
 
-    def read(self, table: str, run: str | None = None, iteration: int | None = None) -> pa.Table:
+    def read(self, table: str, run: str | None = None, iteration: int | None = None,
+             columns: list[str] | None = None) -> pa.Table:
         """Committed rows of ``table`` (optionally one run / iteration), with ``run`` and ``iteration``.
 
         Columns follow the current schema: columns missing from older files read as NULL, and columns
-        unknown to this version are dropped.
+        unknown to this version are dropped. ``columns`` selects a subset (partition columns always come).
         """
         schema = _schema(table)
         if run is not None:
             _check_key(run, 0)
-        out_schema = _with_partitions(schema)
-        commits = self._commits(run)
-        files = self._table_files(table, run)  # listed after the markers: committed files are all in it
-        parts = []
-        for r, it, _ in commits:
-            path = f"{self._partition_dir(table, r, it)}/part-0.parquet"
-            if (iteration is not None and it != iteration) or path not in files:
-                continue  # not asked for, or this iteration committed other tables only
-            with self.fs.open(path, "rb") as f:
-                t = pq.read_table(f)
-            cols = [
-                t[fld.name].cast(fld.type) if fld.name in t.column_names else pa.nulls(len(t), fld.type)
-                for fld in schema
-            ]
-            cols += [pa.array([r] * len(t), pa.string()), pa.array([it] * len(t), pa.int32())]
-            parts.append(pa.Table.from_arrays(cols, schema=out_schema))
-        return pa.concat_tables(parts) if parts else out_schema.empty_table()
+        if columns is not None:
+            unknown = sorted(set(columns) - set(schema.names))
+            if unknown:
+                raise ValueError(f"{table}: unknown column(s) {unknown}; valid: {schema.names}")
+            columns = list(columns) + [f.name for f in PARTITION_FIELDS]
+        return self._dataset(table, self._commits(run, iteration)).to_table(columns=columns)
+
+    def _read_file(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        if columns is not None:
+            present = set(pq.read_schema(path, filesystem=self.arrow_fs).names)
+            columns = [c for c in columns if c in present]
+        return pq.read_table(path, columns=columns, filesystem=self.arrow_fs, partitioning=None)
+
+    def _dataset(self, table: str, commits: list[Commit]) -> ds.FileSystemDataset:
+        """A pyarrow dataset over the committed files of ``table``, in commit order, with the full schema.
+
+        Built from the markers alone (no listing, no HEAD per file). Columns a file lacks read as NULL; the
+        partition columns come from each fragment's partition expression, not from parsing paths.
+        """
+        fmt = ds.ParquetFileFormat()
+        fragments = []
+        for c in commits:
+            where = (ds.field("run") == pa.scalar(c.run, pa.string())) & (
+                ds.field("iteration") == pa.scalar(c.iteration, pa.int32()))
+            for rel in c.files.get(table, []):
+                fragments.append(fmt.make_fragment(self._abs(rel), self.arrow_fs, where,
+                                                   file_size=c.sizes.get(rel)))
+        return ds.FileSystemDataset(fragments, _with_partitions(_schema(table)), fmt, self.arrow_fs)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with a ``commits`` view and one view per table.
 
-        ``commits`` is a snapshot taken now: iterations committed later need a new connection. The
-        table views glob the files at query time and keep only partitions present in ``commits``.
+        A snapshot: the views read the files committed when the connection was made; iterations committed
+        later need a new connection.
         """
         con = duckdb.connect(":memory:")
-        if not self.local:
-            con.register_filesystem(self.fs)  # httpfs can't be installed offline; DuckDB calls fsspec
         commits = self._commits()
-        con.register("_commits_snapshot", self._commits_table(commits))
+        con.register("_commits_snapshot", _commits_table(commits))
         con.execute("CREATE VIEW commits AS SELECT run, iteration, committed_at FROM _commits_snapshot")
-
-        for name, schema in TABLES.items():
-            # The empty typed relation fixes column names, order and types even when no file has a
-            # column yet (old partitions) or no file exists at all (read_parquet would fail on an
-            # empty glob).
-            empty = f"_empty_{name}"
-            con.register(empty, _with_partitions(schema).empty_table())
-            if not self._table_files(name):
-                con.execute(f"CREATE VIEW {name} AS SELECT * FROM {empty}")
-                continue
-            glob = _sql_str(self._uri(f"{self.root}/{name}/*/*/*.parquet"))
-            # hive_types: DuckDB would infer iteration as BIGINT and a run named "123" as a number.
-            con.execute(
-                f"CREATE VIEW {name} AS SELECT * FROM {empty} UNION ALL BY NAME "
-                f"SELECT t.* FROM read_parquet({glob}, hive_partitioning = true, union_by_name = true, "
-                "hive_types = {'run': 'VARCHAR', 'iteration': 'INTEGER'}) t "
-                "SEMI JOIN commits USING (run, iteration)"
-            )
+        for name in TABLES:
+            # DuckDB scans the dataset through Arrow and pushes column selection and filters into it.
+            con.register(f"_dataset_{name}", self._dataset(name, commits))
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM _dataset_{name}")
         return con
 
-    def _commits_table(self, commits: list[tuple[str, int, str]]) -> pa.Table:
-        committed_at = []
-        if commits:
-            blobs = self.fs.cat([p for _, _, p in commits])  # one batched request on object stores
-            for _, _, p in commits:
-                try:
-                    committed_at.append(datetime.fromisoformat(json.loads(blobs[p])["committed_at"]))
-                except (KeyError, ValueError, TypeError):
-                    committed_at.append(None)  # the marker's existence is what counts
-        return pa.table(
-            {
-                "run": pa.array([r for r, _, _ in commits], pa.string()),
-                "iteration": pa.array([it for _, it, _ in commits], pa.int32()),
-                "committed_at": pa.array(committed_at, pa.timestamp("us", tz="UTC")),
-            }
-        )
+
+def _commits_table(commits: list[Commit]) -> pa.Table:
+    return pa.table({
+        "run": pa.array([c.run for c in commits], pa.string()),
+        "iteration": pa.array([c.iteration for c in commits], pa.int32()),
+        "committed_at": pa.array([c.committed_at for c in commits], pa.timestamp("us", tz="UTC")),
+    })
+
+
+def _file_set(files: Commit | dict[str, list[str]]) -> set[str]:
+    files = files.files if isinstance(files, Commit) else files
+    return {f for fs in files.values() for f in fs}
+
+
+def _write_parquet(table: pa.Table, f) -> None:
+    names = set(table.column_names)
+    pq.write_table(
+        table, f, compression="zstd", row_group_size=_ROW_GROUP_ROWS,
+        write_statistics=[n for n in table.column_names if n not in _NO_STATS],
+        use_byte_stream_split=sorted(_BYTE_STREAM_SPLIT & names) or False,
+    )
 
 
 def open_store(url: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Store:
@@ -394,7 +460,3 @@ def _check_key(run: str, iteration: int) -> None:
     if isinstance(iteration, bool) or not isinstance(iteration, int) or not 0 <= iteration < 2**31:
         raise ValueError(f"iteration must be an int in [0, 2**31), got {iteration!r}")
 
-
-def _sql_str(s: str) -> str:
-    """A SQL string literal for a path we built ourselves (never a user value: those are parameters)."""
-    return "'" + s.replace("'", "''") + "'"

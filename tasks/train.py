@@ -23,6 +23,9 @@ def hyper_from_config(cfg: RunConfig):
         gamma=p.gamma, gae_lambda=p.gae_lambda, clip_coef=p.clip_coef, vf_clip_coef=p.vf_clip_coef,
         vf_coef=p.vf_coef, ent_coef=p.ent_coef, kl_coef=p.kl_coef, whiten_advantages=p.whiten_advantages,
         loss_agg=p.loss_agg, mask_value_loss=cfg.fgo.mask_value_loss, seed=cfg.generation.seed,
+        # PPO's ratio must use the distribution vLLM sampled from; greedy (T=0) runs score at T=1.
+        temperature=cfg.generation.temperature or 1.0, engine=p.engine, critic=p.critic,
+        old_logprobs=p.old_logprobs, kl_controller=p.kl_controller, kl_target=p.kl_target, kl_horizon=p.kl_horizon,
     )
 
 

@@ -1,15 +1,19 @@
-"""Rollout store: real Parquet files and DuckDB, no mocks.
+"""Rollout store: real Parquet files, real DuckDB and a real S3 server (SeaweedFS), no mocks.
 
-The store fixture is parametrized over backends; "local" writes under tmp_path. An "s3" param (a SeaweedFS
-server started by a fixture) can be added to ``store_location`` without touching the tests.
+Every test runs on both backends through the ``store_location`` fixture: "local" writes under tmp_path,
+"s3" uses a fresh prefix in a bucket of the session's SeaweedFS server (tests/s3_server.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,23 +21,36 @@ import pyarrow.parquet as pq
 import pytest
 
 import storage
-from storage import IterationAlreadyCommitted, Store, open_store, run_sql
+from storage import IterationAlreadyCommitted, LockLost, Store, StoreLocked, open_store, run_sql
+from storage.objects import create_only
+from tests.s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ["local", "s3"]
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=BACKENDS)
 def store_location(request, tmp_path) -> tuple[str, dict]:
     """(url, storage_options) of an empty store on the backend named by the param."""
     if request.param == "local":
         return str(tmp_path / "store"), {}
-    raise NotImplementedError(request.param)
+    server: S3Server = request.getfixturevalue("s3_server")  # started only if an s3 test runs
+    return server.url(f"t-{uuid.uuid4().hex[:12]}"), server.storage_options
 
 
 @pytest.fixture
 def store(store_location) -> Store:
     url, options = store_location
     return open_store(url, options)
+
+
+@pytest.fixture
+def subprocess_env(store_location, request) -> dict[str, str]:
+    """Environment for a subprocess that opens the store by URL alone (the CLI): AWS variables for s3."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    if store_location[0].startswith("s3://"):
+        env.update(request.getfixturevalue("s3_server").env)
+    return env
 
 
 def rollouts(n: int, tag: str = "a") -> list[dict]:
@@ -66,11 +83,17 @@ def put(store: Store, path: str, data: pa.Table | bytes) -> None:
         pq.write_table(data, f) if isinstance(data, pa.Table) else f.write(data)
 
 
-def write_leftover(store: Store, table: str, run: str, iteration: int, rows: list[dict]) -> None:
-    """A published file with no commit marker: what an interrupted commit leaves behind."""
-    put(store, f"{table}/run={run}/iteration={iteration}/part-0.parquet", storage.store.conform(table, rows))
+def staged_files(store: Store, run: str, iteration: int) -> list[str]:
+    """Staging pointers of an iteration (SeaweedFS keeps empty directories, so don't test for the dir)."""
+    return [p for p in store.fs.find(f"{store.root}/_staging/run={run}/iteration={iteration}") if p.endswith(".json")]
 
 
+def data_files(store: Store, table: str, run: str, iteration: int) -> list[str]:
+    """Every Parquet file on disk in a partition, committed or not."""
+    return sorted(store.fs.glob(f"{store.root}/{table}/run={run}/iteration={iteration}/*.parquet"))
+
+
+# ---- write, commit, query ------------------------------------------------------------------------------
 def test_stage_commit_query_sql(store):
     store.stage("run1", 0, "rollouts", rollouts(4))
     store.stage("run1", 0, "test_results", [{"rollout_id": "a-0", "test_index": 0, "status": "pass"}])
@@ -104,8 +127,9 @@ def test_stage_commit_query_sql(store):
     assert t.column_names[-2:] == ["run", "iteration"]
     assert t["rollout_id"].to_pylist() == ["b-0", "b-1"]
     assert set(t["schema_version"].to_pylist()) == {storage.SCHEMA_VERSION}
+    assert store.read("rollouts", columns=["reward"]).column_names == ["reward", "run", "iteration"]
     # Module-level connect gives the same view from a URL.
-    assert count(storage.connect(store.url), "rollouts") == 6
+    assert count(storage.connect(store.url, store.storage_options), "rollouts") == 6
 
 
 def test_empty_store_has_typed_views(store):
@@ -116,111 +140,6 @@ def test_empty_store_has_typed_views(store):
         assert t.column_names == schema.names + ["run", "iteration"]
     assert store.read("rollouts").num_rows == 0
     assert store.runs() == []
-
-
-def test_uncommitted_iteration_is_invisible(store):
-    store.stage("run1", 0, "rollouts", rollouts(3))
-    store.commit("run1", 0)
-    store.stage("run1", 1, "rollouts", rollouts(5, tag="b"))  # staged only
-    store.stage("run2", 0, "rollouts", rollouts(5, tag="c"))
-
-    assert store.read("rollouts").num_rows == 3
-    assert store.read("rollouts", iteration=1).num_rows == 0
-    assert store.committed_iterations("run1") == [0]
-    assert store.runs() == ["run1"]
-    con = store.connect()
-    assert count(con, "rollouts") == 3
-    assert run_sql(con, "SELECT DISTINCT iteration FROM rollouts")["iteration"].to_pylist() == [0]
-    assert store.read_staged("run1", 1, "rollouts").num_rows == 5
-
-
-def test_interrupted_commit_then_recommit_has_no_duplicates(store):
-    # The interrupted commit published rollouts and test_results but died before the marker.
-    write_leftover(store, "rollouts", "run1", 0, rollouts(3))
-    write_leftover(store, "test_results", "run1", 0, [{"rollout_id": "a-0", "test_index": 0}])
-    assert store.read("rollouts").num_rows == 0
-    assert count(store.connect(), "rollouts") == 0
-
-    # The re-run stages its own output again (only rollouts this time) and commits.
-    store.stage("run1", 0, "rollouts", rollouts(3))
-    store.commit("run1", 0)
-    con = store.connect()
-    assert count(con, "rollouts") == 3
-    assert count(con, "test_results") == 0  # the leftover of a table not re-staged is gone too
-    assert store.read("rollouts")["rollout_id"].to_pylist() == ["a-0", "a-1", "a-2"]
-
-
-def test_commit_twice_raises_and_overwrite_replaces(store):
-    store.stage("run1", 0, "rollouts", rollouts(3))
-    store.stage("run1", 0, "test_results", [{"rollout_id": "a-0", "test_index": 0}])
-    store.commit("run1", 0)
-
-    store.stage("run1", 0, "rollouts", rollouts(2, tag="new"))
-    with pytest.raises(IterationAlreadyCommitted, match="overwrite=True"):
-        store.commit("run1", 0)
-    assert store.read("rollouts").num_rows == 3  # the refused commit changed nothing
-
-    store.commit("run1", 0, overwrite=True)
-    with pytest.raises(ValueError, match="nothing staged"):
-        store.commit("run1", 0, overwrite=True)  # must not un-commit the iteration
-    assert store.committed_iterations("run1") == [0]
-    assert store.read("rollouts")["rollout_id"].to_pylist() == ["new-0", "new-1"]
-    assert store.read("test_results").num_rows == 0  # the iteration is replaced as a whole
-    assert store.committed_iterations("run1") == [0]
-
-
-def test_commit_needs_staged_data_and_cleans_staging(store):
-    with pytest.raises(ValueError, match="nothing staged"):
-        store.commit("run1", 0)
-    store.stage("run1", 0, "rollouts", rollouts(1))
-    store.stage("run1", 0, "rollouts", rollouts(2))  # staging again replaces
-    assert store.read_staged("run1", 0, "rollouts").num_rows == 2
-    store.commit("run1", 0)
-    assert not store.fs.exists(f"{store.root}/_staging/run=run1/iteration=0")
-    assert store.read("rollouts").num_rows == 2
-
-    store.stage("run1", 1, "rollouts", rollouts(1))
-    store.discard_staged("run1", 1)
-    with pytest.raises(ValueError, match="nothing staged"):
-        store.commit("run1", 1)
-
-
-def test_marker_is_create_only(store):
-    marker = f"{store.root}/_commits/run=run1/iteration=0.json"
-    store._create_marker(marker, b"{}", "run1", 0)
-    with pytest.raises(IterationAlreadyCommitted):
-        store._create_marker(marker, b"{}", "run1", 0)
-
-
-def test_old_partition_with_fewer_columns_reads_nulls(store):
-    # An iteration written before "finish_reason" existed: a hand-made file lacking it, plus a marker.
-    old = pa.table({"schema_version": pa.array([0, 0], pa.int32()), "rollout_id": ["o-0", "o-1"],
-                    "problem_id": ["p0", "p1"], "reward": pa.array([1.0, 0.0], pa.float32())})
-    put(store, "rollouts/run=run1/iteration=0/part-0.parquet", old)
-    put(store, "_commits/run=run1/iteration=0.json", b'{"run": "run1"}')
-
-    # Only old files: the view still has every current column, NULL where the file has none.
-    con = store.connect()
-    assert run_sql(con, "SELECT finish_reason FROM rollouts")["finish_reason"].to_pylist() == [None, None]
-
-    new = rollouts(1, tag="n")
-    new[0]["finish_reason"] = "stop"
-    store.stage("run1", 1, "rollouts", new)
-    store.commit("run1", 1)
-    con = store.connect()
-    got = run_sql(con, "SELECT rollout_id, finish_reason, schema_version FROM rollouts ORDER BY rollout_id")
-    assert got.to_pylist() == [
-        {"rollout_id": "n-0", "finish_reason": "stop", "schema_version": 1},
-        {"rollout_id": "o-0", "finish_reason": None, "schema_version": 0},
-        {"rollout_id": "o-1", "finish_reason": None, "schema_version": 0},
-    ]
-    t = store.read("rollouts")
-    assert t.schema.field("finish_reason").type == pa.string()
-    assert t["finish_reason"].to_pylist() == [None, None, "stop"]
-    # A marker without committed_at still counts: its existence is the commit.
-    assert run_sql(con, "SELECT committed_at FROM commits WHERE iteration = 0").to_pylist() == [
-        {"committed_at": None}
-    ]
 
 
 def test_list_columns_round_trip(store):
@@ -244,6 +163,191 @@ def test_list_columns_round_trip(store):
     assert sql["fgo_mask"].to_pylist() == [r["fgo_mask"] for r in rows]
 
 
+# ---- commits -------------------------------------------------------------------------------------------
+def test_uncommitted_iteration_is_invisible(store):
+    store.stage("run1", 0, "rollouts", rollouts(3))
+    store.commit("run1", 0)
+    store.stage("run1", 1, "rollouts", rollouts(5, tag="b"))  # staged only
+    store.stage("run2", 0, "rollouts", rollouts(5, tag="c"))
+
+    assert store.read("rollouts").num_rows == 3
+    assert store.read("rollouts", iteration=1).num_rows == 0
+    assert store.committed_iterations("run1") == [0]
+    assert store.runs() == ["run1"]
+    con = store.connect()
+    assert count(con, "rollouts") == 3
+    assert run_sql(con, "SELECT DISTINCT iteration FROM rollouts")["iteration"].to_pylist() == [0]
+    assert store.read_staged("run1", 1, "rollouts").num_rows == 5
+    # The staged file sits in the partition dir already: only the marker's file list makes it visible.
+    assert len(data_files(store, "rollouts", "run1", 1)) == 1
+
+
+def test_interrupted_commit_then_recommit_has_no_duplicates(store):
+    # Attempt 1 staged two tables and died before its marker; a stray file sits there as well.
+    store.stage("run1", 0, "rollouts", rollouts(3, tag="old"))
+    store.stage("run1", 0, "test_results", [{"rollout_id": "old-0", "test_index": 0}])
+    put(store, "rollouts/run=run1/iteration=0/part-stray.parquet", storage.store.conform("rollouts", rollouts(2)))
+    assert store.read("rollouts").num_rows == 0
+    assert count(store.connect(), "rollouts") == 0
+
+    # The re-run starts by discarding what attempt 1 left, stages only rollouts, and commits.
+    store.discard_staged("run1", 0)
+    with pytest.raises(ValueError, match="nothing staged"):
+        store.commit("run1", 0)
+    store.stage("run1", 0, "rollouts", rollouts(3))
+    store.commit("run1", 0)
+    con = store.connect()
+    assert count(con, "rollouts") == 3
+    assert count(con, "test_results") == 0  # attempt 1's staged table is not committed with it
+    assert store.read("rollouts")["rollout_id"].to_pylist() == ["a-0", "a-1", "a-2"]
+    # Leftovers are deleted, not only hidden.
+    assert len(data_files(store, "rollouts", "run1", 0)) == 1
+    assert data_files(store, "test_results", "run1", 0) == []
+
+
+def test_restaging_replaces_and_commit_deletes_the_old_file(store):
+    store.stage("run1", 0, "rollouts", rollouts(1))
+    store.stage("run1", 0, "rollouts", rollouts(2))  # staging again replaces
+    assert store.read_staged("run1", 0, "rollouts").num_rows == 2
+    assert len(data_files(store, "rollouts", "run1", 0)) == 2  # the first is a leftover until commit
+    store.commit("run1", 0)
+    assert store.read("rollouts").num_rows == 2
+    assert len(data_files(store, "rollouts", "run1", 0)) == 1
+    assert staged_files(store, "run1", 0) == []
+    with pytest.raises(FileNotFoundError, match="nothing staged"):
+        store.read_staged("run1", 0, "rollouts")
+
+
+def test_commit_twice_raises_and_overwrite_replaces(store):
+    store.stage("run1", 0, "rollouts", rollouts(3))
+    store.stage("run1", 0, "test_results", [{"rollout_id": "a-0", "test_index": 0}])
+    store.commit("run1", 0)
+
+    store.stage("run1", 0, "rollouts", rollouts(2, tag="new"))
+    with pytest.raises(IterationAlreadyCommitted, match="overwrite=True"):
+        store.commit("run1", 0)
+    assert store.read("rollouts").num_rows == 3  # the refused commit changed nothing
+    assert count(store.connect(), "rollouts") == 3
+
+    store.commit("run1", 0, overwrite=True)
+    with pytest.raises(ValueError, match="nothing staged"):
+        store.commit("run1", 0, overwrite=True)  # must not un-commit the iteration
+    assert store.committed_iterations("run1") == [0]
+    assert store.read("rollouts")["rollout_id"].to_pylist() == ["new-0", "new-1"]
+    assert store.read("test_results").num_rows == 0  # the iteration is replaced as a whole
+    assert count(store.connect(), "test_results") == 0
+    assert len(data_files(store, "rollouts", "run1", 0)) == 1  # the replaced data is deleted
+    assert data_files(store, "test_results", "run1", 0) == []
+
+
+def test_commit_retried_after_its_marker_is_a_no_op(store, monkeypatch):
+    """A commit that died after writing its marker (before cleanup) can simply be retried."""
+    store.stage("run1", 0, "rollouts", rollouts(2))
+
+    def crash(*args, **kwargs):
+        raise ConnectionError("killed after the marker")
+
+    monkeypatch.setattr(Store, "_cleanup", crash)
+    with pytest.raises(ConnectionError):
+        store.commit("run1", 0)
+    monkeypatch.undo()
+    assert store.committed_iterations("run1") == [0]  # the marker is the commit
+    store.commit("run1", 0)  # the same staged files: no error, no duplicate
+    assert store.read("rollouts").num_rows == 2
+    assert staged_files(store, "run1", 0) == []
+
+
+def test_commit_needs_staged_data(store):
+    with pytest.raises(ValueError, match="nothing staged"):
+        store.commit("run1", 0)
+    store.stage("run1", 1, "rollouts", rollouts(1))
+    store.discard_staged("run1", 1)
+    with pytest.raises(ValueError, match="nothing staged"):
+        store.commit("run1", 1)
+    assert data_files(store, "rollouts", "run1", 1) == []
+
+
+def test_create_only_is_create_only(store):
+    # On SeaweedFS a failed conditional PUT is EINVAL, not FileExistsError: create_only handles both.
+    marker = f"{store.root}/_commits/run=run1/iteration=0.json"
+    assert create_only(store.fs, marker, b'{"a": 1}')
+    assert not create_only(store.fs, marker, b'{"a": 2}')
+    assert store.fs.cat_file(marker) == b'{"a": 1}'
+
+
+def test_concurrent_commits_of_one_iteration_one_wins(store_location):
+    """Two writers that both got past the marker check: the create-only marker lets exactly one win."""
+    url, options = store_location
+    a, b = open_store(url, options), open_store(url, options)
+    a.stage("run1", 0, "rollouts", rollouts(2))
+    real = Store._read_commit
+    b_checked = threading.Event()
+
+    def read_commit_then_wait(self, run, iteration):  # b sees "no marker", then a commits
+        got = real(self, run, iteration)
+        if self is b:
+            b_checked.set()
+            time.sleep(0.5)
+        return got
+
+    Store._read_commit = read_commit_then_wait
+    try:
+        errors = []
+        t = threading.Thread(target=lambda: _catch(errors, b.commit, "run1", 0))
+        t.start()
+        b_checked.wait(30)
+        a.commit("run1", 0)
+        t.join(60)
+    finally:
+        Store._read_commit = real
+    assert len(errors) == 1 and isinstance(errors[0], IterationAlreadyCommitted), errors
+    assert "concurrently" in str(errors[0])
+    assert a.read("rollouts").num_rows == 2
+
+
+def _catch(errors: list, fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001
+        errors.append(e)
+
+
+# ---- schema evolution ----------------------------------------------------------------------------------
+def test_old_partition_with_fewer_columns_reads_nulls(store):
+    # An iteration written before "finish_reason" existed, by the first store version: a hand-made file
+    # lacking the column, plus a format-1 marker (no file list).
+    old = pa.table({"schema_version": pa.array([0, 0], pa.int32()), "rollout_id": ["o-0", "o-1"],
+                    "problem_id": ["p0", "p1"], "reward": pa.array([1.0, 0.0], pa.float32())})
+    put(store, "rollouts/run=run1/iteration=0/part-0.parquet", old)
+    put(store, "_commits/run=run1/iteration=0.json", b'{"run": "run1"}')
+
+    # Only old files: the view still has every current column, NULL where the file has none.
+    con = store.connect()
+    assert run_sql(con, "SELECT finish_reason FROM rollouts")["finish_reason"].to_pylist() == [None, None]
+
+    new = rollouts(1, tag="n")
+    new[0]["finish_reason"] = "stop"
+    store.stage("run1", 1, "rollouts", new)
+    store.commit("run1", 1)
+    con = store.connect()
+    got = run_sql(con, "SELECT rollout_id, finish_reason, schema_version FROM rollouts ORDER BY rollout_id")
+    assert got.to_pylist() == [
+        {"rollout_id": "n-0", "finish_reason": "stop", "schema_version": storage.SCHEMA_VERSION},
+        {"rollout_id": "o-0", "finish_reason": None, "schema_version": 0},
+        {"rollout_id": "o-1", "finish_reason": None, "schema_version": 0},
+    ]
+    t = store.read("rollouts")
+    assert t.schema.field("finish_reason").type == pa.string()
+    assert t["finish_reason"].to_pylist() == [None, None, "stop"]
+    assert store.read("rollouts", columns=["finish_reason", "reward"])["finish_reason"].to_pylist() == [
+        None, None, "stop"]
+    # A marker without committed_at still counts: its existence is the commit.
+    assert run_sql(con, "SELECT committed_at FROM commits WHERE iteration = 0").to_pylist() == [
+        {"committed_at": None}
+    ]
+
+
+# ---- readers in other processes ------------------------------------------------------------------------
 READER = """
 import json, sys
 import storage
@@ -267,7 +371,7 @@ print(json.dumps(sorted(seen)))
 
 def test_second_process_reads_while_writing(store, store_location):
     url, options = store_location
-    n_iters = 8
+    n_iters = 6
     store.stage("run1", 0, "rollouts", rollouts(5))
     store.commit("run1", 0)
     reader = subprocess.Popen(
@@ -275,13 +379,13 @@ def test_second_process_reads_while_writing(store, store_location):
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        assert reader.stdout.readline() == "ready\n", reader.communicate(timeout=30)[1]
+        assert reader.stdout.readline() == "ready\n", reader.communicate(timeout=60)[1]
         for it in range(1, n_iters):
             store.stage("run1", it, "rollouts", rollouts(5, tag=f"i{it}"))
             store.stage("run1", it + 1, "rollouts", rollouts(2, tag="next"))  # staged, never committed
-            time.sleep(0.05)  # give the reader time to query between commits
+            time.sleep(0.1)  # give the reader time to query between commits
             store.commit("run1", it)
-        out, err = reader.communicate(timeout=30)
+        out, err = reader.communicate(timeout=60)
     finally:
         if reader.poll() is None:
             reader.kill()
@@ -290,11 +394,185 @@ def test_second_process_reads_while_writing(store, store_location):
     assert seen[-1] == n_iters and len(seen) > 1, seen  # it read committed states in between
 
 
+# ---- the SQL CLI ---------------------------------------------------------------------------------------
+def test_sql_cli_returns_the_expected_rows(store, subprocess_env):
+    store.stage("run1", 0, "rollouts", rollouts(4))
+    store.commit("run1", 0)
+    store.stage("run1", 1, "rollouts", rollouts(3, tag="b"))
+    store.commit("run1", 1)
+    store.stage("run1", 2, "rollouts", rollouts(9, tag="c"))  # uncommitted: not in the answer
+
+    query = ("SELECT iteration, problem_id, count(*) AS n, sum(reward) AS reward, "
+             # ::BIGINT: a sum of integers is HUGEINT, which Arrow carries as a decimal (JSON: a string)
+             "sum(len(completion_ids))::BIGINT AS tokens FROM rollouts GROUP BY ALL ORDER BY ALL")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "sql", query, "--store", store.url, "--format", "json"],
+        cwd=REPO, env=subprocess_env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    expected = []
+    for it, rows in ((0, rollouts(4)), (1, rollouts(3, tag="b"))):
+        for pid in ("p0", "p1"):
+            mine = [r for r in rows if r["problem_id"] == pid]
+            expected.append({"iteration": it, "problem_id": pid, "n": len(mine),
+                             "reward": sum(r["reward"] for r in mine),
+                             "tokens": sum(len(r["completion_ids"]) for r in mine)})
+    assert got == expected
+    assert got == run_sql(store.connect(), query).to_pylist()  # the CLI and the Python API agree
+
+
+# ---- the writer lock -----------------------------------------------------------------------------------
+def test_lock_excludes_a_second_writer_and_names_the_holder(store):
+    with store.lock("run1", owner="flow-A", ttl_s=60) as lock:
+        assert lock.holder()["owner"] == "flow-A"
+        with pytest.raises(StoreLocked, match=r"run 'run1' is locked by 'flow-A' \(host .*pid \d+\)") as e:
+            store.lock("run1", owner="flow-B").acquire()
+        assert e.value.holder["owner"] == "flow-A"
+        with store.lock("run2", owner="flow-B"):  # other runs are independent
+            pass
+        store.stage("run1", 0, "rollouts", rollouts(1))
+        store.commit("run1", 0, lock=lock)
+    with store.lock("run1", owner="flow-B") as again:  # released on exit
+        assert again.holder()["owner"] == "flow-B"
+    assert store.lock("run1").holder() is None
+
+
+def test_lock_waits_for_release(store):
+    first = store.lock("run1", owner="flow-A", ttl_s=60).acquire()
+    threading.Timer(0.5, first.release).start()
+    t0 = time.monotonic()
+    with store.lock("run1", owner="flow-B", wait_s=30) as second:
+        assert second.holder()["owner"] == "flow-B"
+    assert 0.3 < time.monotonic() - t0 < 20
+
+
+def test_stale_lock_is_taken_over_and_the_old_holder_notices(store):
+    crashed = store.lock("run1", owner="crashed", ttl_s=0.5, heartbeat=False).acquire()
+    with pytest.raises(StoreLocked, match="'crashed'"):
+        store.lock("run1", owner="flow-B").acquire()
+    time.sleep(0.7)  # no heartbeat: the lock expires
+    with store.lock("run1", owner="flow-B", ttl_s=60) as lock:
+        assert lock.holder()["owner"] == "flow-B"
+        with pytest.raises(LockLost, match="taken over by 'flow-B'"):
+            crashed.ensure_held()
+        store.stage("run1", 0, "rollouts", rollouts(1))
+        with pytest.raises(LockLost):
+            store.commit("run1", 0, lock=crashed)  # checked before the marker: nothing committed
+        assert store.committed_iterations("run1") == []
+        crashed.release()  # not ours any more: must not delete flow-B's lock
+        assert lock.holder()["owner"] == "flow-B"
+    assert not store.fs.glob(f"{store.root}/_locks/*")  # no claim objects left behind
+
+
+def test_heartbeat_keeps_a_live_lock(store):
+    with store.lock("run1", owner="flow-A", ttl_s=0.6) as lock:
+        time.sleep(1.5)  # longer than ttl: only the heartbeat keeps it
+        with pytest.raises(StoreLocked, match="'flow-A'"):
+            store.lock("run1", owner="flow-B").acquire()
+        lock.ensure_held()
+
+
+def test_only_one_of_many_contenders_takes_over_a_stale_lock(store):
+    store.lock("run1", owner="crashed", ttl_s=0.2, heartbeat=False).acquire()
+    time.sleep(0.4)
+    winners, errors = [], []
+
+    def contend(i: int) -> None:
+        try:
+            lock = store.lock("run1", owner=f"c{i}", ttl_s=60, heartbeat=False).acquire()
+            winners.append(lock)
+        except StoreLocked as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(winners) == 1 and len(errors) == 3, (winners, errors)
+    assert store.lock("run1").holder()["owner"] == winners[0].owner
+    winners[0].release()
+
+
+# ---- docs/sql.md ---------------------------------------------------------------------------------------
+def synthetic_history(store: Store) -> None:
+    """Three committed iterations of run "demo" over problems mbpp/1..3, plus one uncommitted iteration.
+
+    mbpp/1 stays at stage 0 (never passes); mbpp/2 moves 0 → 1 → 2; mbpp/3 passes everything, 1 → 2 (the last).
+    Test 1 of mbpp/2 is the slow one (50 ms; the rest take 1-3 ms).
+    """
+    stages = {"mbpp/1": [0, 0, 0], "mbpp/2": [0, 1, 2], "mbpp/3": [1, 2, 2]}
+    for it in (1, 2, 3):
+        rows, tests, curriculum = [], [], []
+        for pid, st in stages.items():
+            passes = 0
+            for s in range(4):
+                ok = pid == "mbpp/3" or (pid == "mbpp/2" and s < it)
+                passes += ok
+                rid = f"demo/{it}/{pid}/{s}"
+                rows.append({"rollout_id": rid, "problem_id": pid, "sample_index": s, "stage": st[it - 1],
+                             "num_stages": 3, "outcome": "pass" if ok else "fail", "reward": 1.0 if ok else -0.3,
+                             "completion_ids": [7] * 8, "fgo_mask": [1] * 8 if ok else [1] * (8 - it) + [0] * it,
+                             "tests_passed": 2 if ok else 0, "tests_total": 2})
+                for ti in range(2):
+                    slow = pid == "mbpp/2" and ti == 1
+                    tests.append({"rollout_id": rid, "problem_id": pid, "sample_index": s, "test_index": ti,
+                                  "status": "pass" if ok else "fail", "time_ms": 50.0 if slow else 1.0 + ti + s % 2})
+            after = st[it] if it < 3 else st[2]
+            curriculum.append({"problem_id": pid, "stage_before": st[it - 1], "stage_after": after,
+                               "num_stages": 3, "samples": 4, "passes": passes, "pass_rate": passes / 4,
+                               "advanced": after > st[it - 1]})
+        store.stage("demo", it, "rollouts", rows)
+        store.stage("demo", it, "test_results", tests)
+        store.stage("demo", it, "curriculum", curriculum)
+        store.commit("demo", it)
+    store.stage("demo", 4, "rollouts", rollouts(3))  # never committed: no query may see it
+
+
+def doc_queries() -> list[str]:
+    text = (REPO / "docs" / "sql.md").read_text()
+    return [q.strip() for q in re.findall(r"```sql\n(.*?)```", text, flags=re.S)]
+
+
+def test_docs_has_five_queries():
+    assert len(doc_queries()) == 5
+
+
+def test_doc_queries_run_and_give_sane_rows(store):
+    synthetic_history(store)
+    con = store.connect()
+    q_pass, q_stuck, q_masked, q_slow, q_reward = (run_sql(con, q).to_pylist() for q in doc_queries())
+
+    # 1. pass rate by iteration and stage
+    by_key = {(r["iteration"], r["stage"]): r for r in q_pass}
+    assert {r["run"] for r in q_pass} == {"demo"} and {k[0] for k in by_key} == {1, 2, 3}
+    assert all(0.0 <= r["pass_rate"] <= 1.0 for r in q_pass)
+    assert by_key[(1, 0)]["samples"] == 8 and by_key[(1, 0)]["pass_rate"] == pytest.approx(1 / 8)
+    assert by_key[(1, 1)]["pass_rate"] == 1.0
+    # 2. the problem stuck longest: mbpp/1 spent all 3 iterations at stage 0 without a pass
+    assert (q_stuck[0]["problem_id"], q_stuck[0]["stage"], q_stuck[0]["iterations"]) == ("mbpp/1", 0, 3)
+    assert q_stuck[0]["passes"] == 0
+    # 3. masked-token fraction per iteration: failing samples mask `it` of their 8 tokens
+    masked = {r["iteration"]: r["masked_fraction"] for r in q_masked}
+    fails = {1: 7, 2: 6, 3: 5}  # mbpp/1's 4 plus mbpp/2's 4 - it
+    assert masked == {it: pytest.approx(fails[it] * it / 96) for it in (1, 2, 3)}
+    # 4. slowest tests: mbpp/2's test 1 first
+    assert (q_slow[0]["problem_id"], q_slow[0]["test_index"], q_slow[0]["median_ms"]) == ("mbpp/2", 1, 50.0)
+    assert q_slow[0]["runs"] == 12
+    # 5. reward distribution of mbpp/2: counts per reward add up to its 12 samples
+    assert sum(r["n"] for r in q_reward) == 12
+    assert sorted({round(r["reward"], 4) for r in q_reward}) == [-0.3, 1.0]
+
+
+# ---- validation ----------------------------------------------------------------------------------------
 def test_unknown_table_names_valid_ones(store):
     with pytest.raises(ValueError, match=r"unknown table 'rollout'.*'rollouts'"):
         store.stage("run1", 0, "rollout", rollouts(1))
     with pytest.raises(ValueError, match="unknown table"):
         store.read("nope")
+    with pytest.raises(ValueError, match="unknown column"):
+        store.read("rollouts", columns=["rewrad"])
 
 
 @pytest.mark.parametrize(
@@ -311,13 +589,30 @@ def test_unknown_table_names_valid_ones(store):
     ids=["str-for-int", "uint8-overflow", "int32-overflow", "str-for-float", "unknown", "missing",
          "null-key"],
 )
-def test_bad_column_names_the_field(store, data, column):
+def test_bad_column_names_the_field(data, column, tmp_path):
+    # Validation happens before any I/O, so one backend is enough.
+    store = open_store(tmp_path / "store")
     with pytest.raises(ValueError, match=rf"rollouts: .*{column}"):
         store.stage("run1", 0, "rollouts", data)
-    assert not store.fs.exists(f"{store.root}/_staging/run=run1/iteration=0/rollouts.parquet")
+    assert staged_files(store, "run1", 0) == []
+    assert data_files(store, "rollouts", "run1", 0) == []
 
 
 @pytest.mark.parametrize("run, iteration", [("a/b", 0), ("", 0), ("x=1", 0), ("ok", -1), ("ok", True)])
-def test_bad_partition_key(store, run, iteration):
+def test_bad_partition_key(run, iteration, tmp_path):
     with pytest.raises(ValueError, match="run must|iteration must"):
-        store.stage(run, iteration, "rollouts", rollouts(1))
+        open_store(tmp_path / "store").stage(run, iteration, "rollouts", rollouts(1))
+
+
+def test_s3_settings_from_the_standard_aws_variables(s3_server, monkeypatch):
+    """No storage_options: endpoint and credentials come from AWS_ENDPOINT_URL_S3 / AWS_ACCESS_KEY_ID / ..."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    url = s3_server.url(f"env-{uuid.uuid4().hex[:8]}")
+    store = open_store(url)
+    store.stage("run1", 0, "rollouts", rollouts(2))
+    store.commit("run1", 0)
+    assert count(storage.connect(url), "rollouts") == 2
+    # Explicit options win over the environment.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    assert open_store(url, {"endpoint_url": s3_server.endpoint_url}).latest_iteration("run1") == 0

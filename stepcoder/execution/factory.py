@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from stepcoder.execution.results import ExecResult
     from stepcoder.problems import TestSpec
 
-BACKENDS = ("embedded",)  # "docker" will come later
+BACKENDS = ("embedded", "docker")
 
 
 class Executor(ABC):
@@ -36,4 +36,8 @@ def make_executor(backend: str = "embedded", **kwargs: Any) -> Executor:
         from stepcoder.execution.sandbox import EmbeddedSandbox
 
         return EmbeddedSandbox(**kwargs)
+    if backend == "docker":
+        from stepcoder.execution.docker_sandbox import DockerSandbox
+
+        return DockerSandbox(**kwargs)
     raise ValueError(f"unknown execution backend {backend!r}; valid backends: {', '.join(BACKENDS)}")

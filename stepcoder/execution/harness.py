@@ -1,9 +1,8 @@
-"""The sandboxed child: runs ONE untrusted program against its tests and reports on a dedicated pipe.
+"""Runs ONE untrusted program against its tests, inside the already-confined child (see ``worker.py``).
 
-``sandbox.py`` starts it as ``python -B -s -S harness.py`` (no site-packages, so it imports only the stdlib, as a
-judge would) in a new session, with the job on stdin (``marshal``: it comes from the trusted parent). Records go,
-one JSON object a line, to the pipe ``job["result_fd"]``; fds 0/1/2 are /dev/null, so nothing the program prints
-can land there by accident:
+The worker forks a child per program, confines it (``isolation.confine_child``) and calls ``run_program``. Records
+go, one JSON object a line, to the pipe ``result_fd``; fds 0/1/2 are /dev/null, so nothing the program prints can
+land there by accident:
 
     {"t": "start", "python": ..., "coverage": ..., "missing": [...]}
     {"t": "compile_error", "error": ...}                                  (then nothing but "end")
@@ -13,31 +12,36 @@ can land there by accident:
     {"t": "end", "error": ...}
 
 Test status here is "pass"/"fail" for asserts, and "ok" for stdio/call tests that ran to the end: the child never
-sees expected outputs, the parent compares. "lines" holds the program lines first executed since the last record.
+sees expected outputs, the parent compares. "lines" holds the program lines first executed since the last record:
+only frames compiled from the program text (filename ``<candidate>``) count, never the header, the tests, the
+harness or the library.
+
+Coverage: ``sys.monitoring`` LINE events on Python >= 3.12, enabled on the program's own code objects only; each
+location reports once, then is disabled, so it is nearly free. Else a ``sys.settrace`` tracer that only traces
+``<candidate>`` frames (several times slower on CPU-heavy programs).
+
+This module runs inside the sandbox worker: it imports only the stdlib and is sent to the worker as source.
 """
 
-import _signal as signal  # the C module: `signal` would import enum, a few ms for every program
+import _signal as signal  # the C module: `signal` would import enum
 import builtins
 import io
-import marshal
 import os
-import resource
 import sys
 import time
-from _json import encode_basestring_ascii  # the `json` package imports `re`, ~10 ms for every program
+from _json import encode_basestring_ascii  # the `json` package imports `re`
 
 CANDIDATE = "<candidate>"  # filename the program is compiled under; coverage counts only these frames
+HEADER = "<header>"
 TEST = "<test>"
-STDLIB_UNREADABLE = "stdlib not readable by the sandbox uid"
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-MB = 1 << 20
+ALARM_REPEAT_S = 0.05  # a bare `except:` in the program cannot swallow a repeating alarm for good
 
 _real_exit = os._exit
-_harness_pid = -1  # set once isolated: a fork of the program must never act as the harness
+_harness_pid = -1  # a fork of the program must never act as the harness
 _result_fd = -1
 _lines: set = set()  # executed program lines not yet reported
-_armed = False  # the alarm handler raises only while a program runs
+_pending = []  # records held back to share one write with the next (fewer wake-ups of the worker)
+_armed = False  # the alarm handler raises only while program code runs
 _fired = False
 
 
@@ -47,71 +51,6 @@ class _Timeout(BaseException):  # BaseException: the program's `except Exception
 
 class _OutputLimit(BaseException):
     pass
-
-
-# ---------------------------------------------------------------- isolation (runs as root, before the program)
-
-
-def _libc():
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _isolate(job: dict) -> list:
-    """Namespaces, rlimits, uid drop, private cwd. Returns the protections that could not be applied."""
-    libc, missing = _libc(), []
-    root = os.geteuid() == 0
-    if not root:
-        libc.unshare(CLONE_NEWUSER)  # unprivileged: a user namespace grants what the net/pid ones need
-    if libc.unshare(CLONE_NEWNET) != 0:  # a fresh net namespace has only a loopback that is down
-        missing.append("network")
-    if libc.unshare(CLONE_NEWPID) == 0:
-        _fork_supervisor(job["budget_s"] + 1.0)  # returns in the child, which is pid 1 of the namespace
-    else:
-        missing.append("pid_namespace")
-    cpu = int(job["budget_s"]) + 2
-    for name, value in (("AS", job["memory_mb"] * MB), ("CPU", cpu), ("NPROC", job["nproc"]),
-                        ("FSIZE", 16 * MB), ("NOFILE", 64), ("CORE", 0)):
-        try:  # soft == hard: the program cannot raise it back; CPU at the hard limit is SIGKILL
-            resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
-        except (ValueError, OSError):
-            missing.append("rlimit_" + name.lower())
-    uid = job["uid"]
-    if uid is not None and root:
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)  # after RLIMIT_NPROC, which root ignores
-    else:
-        missing.append("uid")
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)  # no setuid binaries
-    if "pid_namespace" not in missing:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # set after setuid, which clears it
-    os.chdir(job["workdir"])
-    return missing
-
-
-def _fork_supervisor(seconds: float) -> None:
-    """Fork the program's process as pid 1 of the new PID namespace; this process stays outside, as root.
-
-    When pid 1 exits or is killed, the kernel kills everything left in the namespace, so daemons the program
-    forked (even with setsid) cannot outlive it. The supervisor kills pid 1 at the wall-clock limit.
-    """
-    pid = os.fork()
-    if pid == 0:
-        return
-    os.close(_result_fd)  # EOF for the parent once the namespace is gone
-    signal.signal(signal.SIGALRM, _on_alarm)
-    global _armed
-    _armed = True
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        _, status = os.waitpid(pid, 0)
-    except _Timeout:
-        os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    _real_exit(code if code >= 0 else 128 - code)
 
 
 # ---------------------------------------------------------------- coverage
@@ -138,14 +77,24 @@ def _start_coverage(enabled: bool) -> str:
         return "settrace"
 
     def on_line(code, line):
-        if code.co_filename == CANDIDATE:
-            _lines.add(line)
+        _lines.add(line)
         return mon.DISABLE  # each location reports once, so coverage costs almost nothing after
 
     mon.use_tool_id(mon.COVERAGE_ID, "stepcoder")
     mon.register_callback(mon.COVERAGE_ID, mon.events.LINE, on_line)
-    mon.set_events(mon.COVERAGE_ID, mon.events.LINE)
     return "sys.monitoring"
+
+
+def _monitor(code) -> None:
+    """sys.monitoring: LINE events for the program's own code objects only (the module and, recursively, every
+    function, class body, lambda and comprehension compiled from it). Nothing else is instrumented, so harness
+    and library code run at full speed."""
+    mon = sys.monitoring
+    todo = [code]
+    while todo:
+        co = todo.pop()
+        mon.set_local_events(mon.COVERAGE_ID, co, mon.events.LINE)
+        todo.extend(c for c in co.co_consts if type(c) is type(co))
 
 
 def _take_lines() -> list:
@@ -183,9 +132,23 @@ class _Sink(io.RawIOBase):
         return len(b)
 
 
-def _set_streams(stdin: str, cap: int, strict: bool) -> _Sink:
+def _set_stdin(text: str) -> None:
+    """The test input on fd 0 itself (a memfd), so ``open(0)`` and ``os.read(0)`` see it as well as ``input()``."""
+    data = text.encode()
+    try:
+        fd = os.memfd_create("stdin", 0)
+        os.write(fd, data)  # a memfd takes any size in one write
+        os.lseek(fd, 0, 0)
+        os.dup2(fd, 0)
+        os.close(fd)
+        raw = io.FileIO(0, "rb", closefd=False)
+    except (AttributeError, OSError):  # no memfd: the program gets the input through sys.stdin only
+        raw = io.BytesIO(data)
+    sys.stdin = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8")
+
+
+def _set_stdout(cap: int, strict: bool) -> _Sink:
     sink = _Sink(cap, strict)
-    sys.stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO(stdin.encode())), encoding="utf-8")
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(sink), encoding="utf-8", errors="replace")
     return sink
 
@@ -197,8 +160,7 @@ def _timed(fn, seconds: float, trace: bool):
     _fired = False
     t0 = time.perf_counter()
     _armed = True
-    # The alarm repeats every 50 ms, so a bare `except:` in the program cannot swallow it for good.
-    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), 0.05)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.001), ALARM_REPEAT_S)
     if trace:
         sys.settrace(_global_tracer)
     try:
@@ -247,10 +209,10 @@ def _candidate_exit(code=0):
     raise SystemExit(code)
 
 
-# ---------------------------------------------------------------- the three test kinds
+# ---------------------------------------------------------------- records
 
 
-def _to_json(x) -> str:
+def to_json(x) -> str:
     """JSON for plain values (exact types only: no program code runs); TypeError otherwise."""
     t = type(x)
     if t is str:
@@ -264,17 +226,23 @@ def _to_json(x) -> str:
             return "NaN" if x != x else ("Infinity" if x > 0 else "-Infinity")  # as Python's json writes them
         return float.__repr__(x)
     if t is list or t is tuple:
-        return "[" + ",".join(map(_to_json, x)) + "]"
+        return "[" + ",".join(map(to_json, x)) + "]"
     if t is dict:
-        return "{" + ",".join(_to_json(k if type(k) is str else _to_json(k)) + ":" + _to_json(v)
+        return "{" + ",".join(to_json(k if type(k) is str else to_json(k)) + ":" + to_json(v)
                               for k, v in x.items()) + "}"  # non-str keys become strings, as in json
     raise TypeError(f"not JSON: {t.__name__}")
 
 
-def _emit(record: dict) -> None:
+def _emit(record: dict, hold: bool = False) -> None:
+    """Write ``record`` (and any held ones). ``hold``: keep it for the next write instead: only for records whose
+    loss in a crash costs little ("start"; the last test, written with "end")."""
     if os.getpid() != _harness_pid:
         _real_exit(0)
-    data = (_to_json(record) + "\n").encode("ascii")
+    _pending.append(to_json(record) + "\n")
+    if hold:
+        return
+    data = "".join(_pending).encode("ascii")
+    _pending.clear()
     while data:
         data = data[os.write(_result_fd, data):]
 
@@ -288,9 +256,23 @@ class _Budget:
         return min(self.per_test, self.end - time.monotonic())
 
 
-def _load(code, name: str, budget: _Budget, trace: bool, setup: str = "") -> dict | None:
-    """exec the program (and the test setup) once; emit the "load" record. Returns the namespace, or None."""
+def _exhausted(i: int) -> None:
+    _emit({"t": "test", "i": i, "status": "timeout", "time_ms": 0.0, "detail": "time budget exhausted"})
+
+
+# ---------------------------------------------------------------- the three test kinds
+
+
+def _namespace(name: str, header) -> dict:
     ns = {"__name__": name, "__builtins__": builtins}
+    if header is not None:
+        exec(header, ns)  # trusted (the executor's configuration); never counted as program lines
+    return ns
+
+
+def _load(code, header, budget: _Budget, trace: bool, setup: str = "") -> dict | None:
+    """exec the program (and the test setup) once; emit the "load" record. Returns the namespace, or None."""
+    ns = _namespace("__candidate__", header)
 
     def load():
         exec(code, ns)
@@ -307,15 +289,15 @@ def _load(code, name: str, budget: _Budget, trace: bool, setup: str = "") -> dic
     return ns if status == "ok" else None
 
 
-def _run_assert(job, code, budget, trace):
+def _run_assert(job, code, header, budget, trace):
     tests = job["tests"]
-    ns = _load(code, "__candidate__", budget, trace, tests.get("setup") or "")
+    ns = _load(code, header, budget, trace, tests.get("setup") or "")
     if ns is None:
         return
     for i, snippet in enumerate(tests["asserts"]):
         seconds = budget.next()
         if seconds <= 0:
-            _emit({"t": "test", "i": i, "status": "timeout", "time_ms": 0.0, "detail": "time budget exhausted"})
+            _exhausted(i)
             continue
         try:
             test_code = compile(snippet, TEST, "exec")
@@ -324,21 +306,24 @@ def _run_assert(job, code, budget, trace):
             continue
         _, exc, timed_out, ms = _timed(lambda: exec(test_code, ns), seconds, trace)
         status, detail = _classify(exc, timed_out, True)
-        _emit({"t": "test", "i": i, "status": status, "time_ms": ms, "detail": detail, "lines": _take_lines()})
+        _emit({"t": "test", "i": i, "status": status, "time_ms": ms, "detail": detail, "lines": _take_lines()},
+              hold=i == len(tests["asserts"]) - 1)
 
 
-def _run_stdio(job, code, budget, trace):
+def _run_stdio(job, code, header, budget, trace):
     """Each test execs the program afresh as ``__main__`` with the input on stdin (APPS/CodeRL style)."""
+    cap = job["max_output_bytes"]
     for i, stdin in enumerate(job["tests"]["inputs"]):
         seconds = budget.next()
         if seconds <= 0:
-            _emit({"t": "test", "i": i, "status": "timeout", "time_ms": 0.0, "detail": "time budget exhausted"})
+            _exhausted(i)
             continue
-        sink = _set_streams(stdin, job["max_output_bytes"], strict=True)
+        _set_stdin(stdin)
+        sink = _set_stdout(cap, strict=True)
 
         def run():
             try:
-                exec(code, {"__name__": "__main__", "__builtins__": builtins})
+                exec(code, _namespace("__main__", header))
             except SystemExit:  # exit() is a normal way to end a stdio program
                 pass
             sys.stdout.flush()
@@ -350,16 +335,27 @@ def _run_stdio(job, code, budget, trace):
         record = {"t": "test", "i": i, "status": status, "time_ms": ms, "detail": detail, "lines": _take_lines()}
         if status == "ok":
             record["out"] = sink.data.decode("utf-8", "replace")
-        _emit(record)
+        _emit(record, hold=i == len(job["tests"]["inputs"]) - 1)
 
 
-def _run_call(job, code, budget, trace):
+def _apps_int_keys(args: list) -> list:
+    """APPS call-based quirk: JSON turned the int keys of a dict argument into strings; undo it for the first
+    argument when every key is an integer literal (what APPS's own harness does)."""
+    if args and type(args[0]) is dict and args[0]:
+        try:
+            return [{int(k): v for k, v in args[0].items()}, *args[1:]]
+        except (TypeError, ValueError):
+            pass
+    return args
+
+
+def _run_call(job, code, header, budget, trace):
     """Load the program once; each test calls ``fn_name`` (module-level, or on a fresh ``Solution()``)."""
     tests = job["tests"]
-    ns = _load(code, "__candidate__", budget, trace)
+    ns = _load(code, header, budget, trace)
     if ns is None:
         return
-    fn_name = tests["fn_name"]
+    fn_name, cap = tests["fn_name"], job["max_output_bytes"]
 
     def target():
         if callable(ns.get(fn_name)):
@@ -371,72 +367,83 @@ def _run_call(job, code, budget, trace):
     for i, args in enumerate(tests["inputs"]):
         seconds = budget.next()
         if seconds <= 0:
-            _emit({"t": "test", "i": i, "status": "timeout", "time_ms": 0.0, "detail": "time budget exhausted"})
+            _exhausted(i)
             continue
-        args = args if isinstance(args, list) else [args]
+        args = _apps_int_keys(args if isinstance(args, list) else [args])
         value, exc, timed_out, ms = _timed(lambda: target()(*args), seconds, trace)
         status, detail = _classify(exc, timed_out, False)
         record = {"t": "test", "i": i, "status": status, "time_ms": ms, "detail": detail, "lines": _take_lines()}
         if status == "ok":
             try:
-                ret = _to_json(value)  # tuples become lists; the parent treats them as equal anyway
+                ret = to_json(value)  # tuples become lists; the parent treats them as equal anyway
                 record["ret"] = value
             except (TypeError, RecursionError):
                 ret, exc, _, _ = _timed(lambda: repr(value), 0.5, False)  # __repr__ is program code
                 record["ret_repr"] = ret
                 if exc is not None:
                     record.update(status="runtime_error", detail="result has no repr")
-            if len(ret or "") > job["max_output_bytes"]:
+            if len(ret or "") > cap:
                 record.update(status="fail", detail="output limit exceeded")
             if record["status"] != "ok":
                 record.pop("ret", None), record.pop("ret_repr", None)
-        _emit(record)
+        _emit(record, hold=i == len(tests["inputs"]) - 1)
 
 
 RUNNERS = {"assert": _run_assert, "stdio": _run_stdio, "call": _run_call}
 
 
-def main() -> None:
-    global _result_fd, _harness_pid
-    script_dir = os.path.dirname(os.path.abspath(__file__))
-    if sys.path and os.path.abspath(sys.path[0]) == script_dir:
-        del sys.path[0]  # the program must not import our sibling modules
-    job = marshal.loads(sys.stdin.buffer.read())
-    _result_fd = job["result_fd"]
-    os.set_inheritable(_result_fd, False)  # not passed on to programs the candidate execs
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(null, fd)
-    os.close(null)
-    _harness_pid = os.getpid()
+def _compile(program: str, kind: str):
+    """Compile the program. A stdio program with a module-level ``return`` runs as the body of a function, as
+    the APPS harness runs every stdio program (line numbers are kept: only its AST is wrapped)."""
     try:
-        missing = _isolate(job)  # may fork: from here on we are pid 1 of a new PID namespace
-        _harness_pid = os.getpid()
-        stdlib = os.path.dirname(os.__file__)
-        if not os.access(stdlib, os.R_OK | os.X_OK):  # e.g. a pyenv Python under /root, mode 700
-            _emit({"t": "end", "error": f"{STDLIB_UNREADABLE}: {stdlib}"})
-            _real_exit(71)
+        return compile(program, CANDIDATE, "exec")
+    except SyntaxError as e:
+        if kind != "stdio" or "'return' outside function" not in str(e.msg):
+            raise
+    import ast
+
+    tree = ast.parse(program, CANDIDATE)
+    if not tree.body:
+        raise SyntaxError("'return' outside function")
+    fields = {"type_params": []} if "type_params" in ast.FunctionDef._fields else {}
+    main = ast.FunctionDef(name="__stepcoder_main__", body=tree.body, decorator_list=[], returns=None,
+                           args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+                           **fields)
+    call = ast.Expr(ast.Call(ast.Name("__stepcoder_main__", ast.Load()), [], []))
+    ast.copy_location(main, tree.body[0])
+    ast.copy_location(call, tree.body[-1])
+    tree.body = [main, call]
+    return compile(ast.fix_missing_locations(tree), CANDIDATE, "exec")
+
+
+def run_program(job: dict, result_fd: int, missing: list) -> None:
+    """Run ``job`` in this (confined) process and report on ``result_fd``. Never returns: the process exits."""
+    global _result_fd, _harness_pid
+    _result_fd, _harness_pid = result_fd, os.getpid()
+    try:
         coverage = _start_coverage(job["coverage"])
-        _emit({"t": "start", "python": sys.version.split()[0], "coverage": coverage, "missing": missing})
+        _emit({"t": "start", "python": sys.version.split()[0], "coverage": coverage, "missing": missing}, hold=True)
         signal.signal(signal.SIGALRM, _on_alarm)
         os._exit = _candidate_exit
         builtins.exit = builtins.quit = sys.exit  # `python -S` leaves these undefined
-        _set_streams("", job["max_output_bytes"], strict=False)  # stdout of assert/call programs is discarded
+        _set_stdin("")
+        _set_stdout(job["max_output_bytes"], strict=False)  # stdout of assert/call programs is discarded
         sys.stderr = io.TextIOWrapper(io.BufferedWriter(_Sink(0, False)), encoding="utf-8", errors="replace")
+        header = compile(job["header"], HEADER, "exec") if job.get("header") else None
         try:
-            code = compile(job["program"], CANDIDATE, "exec")
+            code = _compile(job["program"], job["tests"]["kind"])
         except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as e:
             _emit({"t": "compile_error", "error": f"{type(e).__name__}: {e}"[:1000]})
         else:
-            RUNNERS[job["tests"]["kind"]](job, code, _Budget(job), coverage == "settrace")
+            if coverage == "sys.monitoring":
+                _monitor(code)
+            RUNNERS[job["tests"]["kind"]](job, code, header, _Budget(job), coverage == "settrace")
         _emit({"t": "end", "error": ""})
     except BaseException:
         import traceback
 
-        _emit({"t": "end", "error": "harness: " + traceback.format_exc()[-2000:]})
-        _real_exit(70)
+        try:
+            _emit({"t": "end", "error": "harness: " + traceback.format_exc()[-2000:]})
+        finally:
+            _real_exit(70)
     _real_exit(0)  # skip interpreter teardown: threads the program left behind must not keep us alive
-
-
-if __name__ == "__main__":
-    main()

@@ -26,8 +26,10 @@ class ExecResult:
 
     ``executed_lines`` are sorted 1-based line numbers of the program text that ran: the union over all tests plus
     the module-level lines run while the program was loaded (the input of the FGO token mask). ``runner`` describes
-    the sandbox that ran it: ``python`` version, ``coverage`` ("sys.monitoring" | "settrace" | "off"), ``missing``
-    protections, and the child's ``exit_code``.
+    the sandbox that ran it: ``backend``, ``python`` version and ``interpreter``, ``coverage`` ("sys.monitoring" |
+    "settrace" | "off"), ``missing`` protections, ``harness`` version, and the child's ``exit_code``.
+    ``cache_hit``: this result was not run again but copied from an identical earlier job (same program, tests,
+    harness version and limits; see ``cache.py``).
     """
 
     outcome: str
@@ -36,6 +38,7 @@ class ExecResult:
     time_ms: float
     error: str = ""
     runner: dict[str, Any] = field(default_factory=dict)
+    cache_hit: bool = False
 
     @property
     def tests_passed(self) -> int:
@@ -53,6 +56,7 @@ class ExecResult:
             time_ms=d["time_ms"],
             error=d.get("error", ""),
             runner=dict(d.get("runner", {})),
+            cache_hit=bool(d.get("cache_hit", False)),
         )
 
 

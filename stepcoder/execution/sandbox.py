@@ -1,364 +1,306 @@
-"""EmbeddedSandbox: every program runs in a fresh ``python harness.py`` child, isolated by the child itself.
+"""EmbeddedSandbox: the default backend, no Docker needed. Pre-started workers on this machine fork one confined
+child per program (``worker.py``, ``isolation.py``).
 
-The parent (this module) prepares the job with expected outputs stripped, starts the child in its own session,
-reads its records from a dedicated pipe with a byte cap, compares outputs, and kills the child's whole process
-group at the wall-clock limit and again after it exits. The child (``harness.py``) puts itself in fresh network
-and PID namespaces, sets rlimits, drops to a non-root uid and only then compiles the program.
+Started as root (the pipeline's normal case here), each worker gets fresh network/mount/PID/IPC/UTS namespaces, a
+minimal read-only filesystem view with a private size-capped /tmp, and cgroup v1 memory and pids limits where the
+host has those controllers; each program's child runs in its own session as uid 65534 with rlimits,
+no-new-privileges and a seccomp filter. Not root: a user namespace gives the namespaces and the view, but not the
+uid drop or cgroups. Whatever is missing is logged once, loudly, at start-up, and listed in every result's
+``runner["missing"]``.
 """
 
 from __future__ import annotations
 
-import json
+import glob
 import logging
-import marshal
 import math
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from pathlib import Path
 from typing import Any
 
-from stepcoder.execution.factory import Executor
-from stepcoder.execution.harness import STDLIB_UNREADABLE
-from stepcoder.execution.results import ExecResult, TestResult, decide_outcome
-from stepcoder.problems import TestSpec
+from stepcoder.execution.compare import call_matches, stdio_matches  # noqa: F401  (re-exported, older imports)
+from stepcoder.execution.engine import DEFAULT_PRELOAD, PooledExecutor, warn_missing
+from stepcoder.execution.pool import BOOTSTRAP, Transport, WorkerPool, WorkerStartError
 
 logger = logging.getLogger("stepcoder.execution")
 
-HARNESS = Path(__file__).with_name("harness.py")
-GRACE_S = 5.0  # slack past budget_s for interpreter start-up and reporting before the parent kills the child
-FLOAT_TOL = 1e-6
-FALLBACK_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
+CGROUP_V1 = Path("/sys/fs/cgroup")
+CGROUP_GROUP = "stepcoder"
+WORKER_OVERHEAD_MB = 96  # the zygote's own memory, charged to the worker's cgroup with the program's
+MB = 1 << 20
 
 
-# ---------------------------------------------------------------- output comparison (parent side only)
+# ---------------------------------------------------------------- runner interpreter
 
 
-def _norm_lines(text: str) -> list[str]:
-    lines = [line.rstrip() for line in text.split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
-
-
-def _tokens_close(a: str, b: str) -> bool:
-    """Equal tokens, or two numbers within FLOAT_TOL (abs or rel) when at least one is not an integer."""
-    if a == b:
-        return True
+def _version_of(path: str) -> tuple[int, int] | None:
+    """(major, minor) from an interpreter's file name (python3.12), else by asking it."""
+    name = os.path.basename(path)
+    if name.startswith("python3.") and name[8:].isdigit():
+        return 3, int(name[8:])
     try:
-        x, y = float(a), float(b)
-    except ValueError:
-        return False
-    if a.lstrip("+-").isdigit() and b.lstrip("+-").isdigit():
-        return int(a) == int(b)  # tolerance would accept 1000001 for 1000000
-    return math.isclose(x, y, rel_tol=FLOAT_TOL, abs_tol=FLOAT_TOL)
+        out = subprocess.run([path, "-S", "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.split()
+        return int(out[0]), int(out[1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
-def stdio_matches(got: str, expected: Any) -> bool:
-    """Exact match; else equal after dropping trailing whitespace on each line and trailing blank lines; else
-    whitespace-separated tokens equal one by one, numbers within 1e-6."""
-    if isinstance(expected, list):  # some APPS outputs are lists of lines
-        expected = "\n".join(map(str, expected))
-    expected = str(expected)
-    if got == expected or _norm_lines(got) == _norm_lines(expected):
-        return True
-    a, b = got.split(), expected.split()
-    return len(a) == len(b) and all(_tokens_close(x, y) for x, y in zip(a, b))
+def runner_candidates() -> list[str]:
+    """Interpreters to try for running programs, cheapest coverage first: Python >= 3.12 has sys.monitoring
+    (coverage nearly free), older ones need sys.settrace (several times slower on CPU-heavy programs).
+    Order: ours if >= 3.12; python3.12 / python3.13 on PATH, in pyenv, in /usr; then ours; then the system's."""
+    ours = os.path.realpath(sys.executable)
+    found: list[str] = []
+    if sys.version_info >= (3, 12):
+        found.append(ours)
+    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    for minor in (12, 13):
+        names = [shutil.which(f"python3.{minor}") or "", f"/usr/bin/python3.{minor}",
+                 f"/usr/local/bin/python3.{minor}"]
+        names += sorted(glob.glob(f"{pyenv}/versions/3.{minor}.*/bin/python3.{minor}"), reverse=True)
+        for name in names:
+            if name and "/shims/" not in name and os.access(name, os.X_OK):
+                found.append(os.path.realpath(name))
+    found += [ours, "/usr/bin/python3"]
+    unique: list[str] = []
+    for path in found:
+        if path not in unique and os.path.exists(path):
+            unique.append(path)
+    return unique
 
 
-def _plain(x: Any) -> Any:
-    """Tuples as lists, recursively, so (1, 2) == [1, 2] as in JSON."""
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    return x
+# ---------------------------------------------------------------- cgroups (v1: memory, pids)
 
 
-def call_matches(got: Any, expected: Any) -> bool:
-    """``got == expected`` with tuples and lists equal; also the APPS quirk: expected ``[x]`` accepts ``x``."""
-    got, expected = _plain(got), _plain(expected)
-    if got == expected:
-        return True
-    return isinstance(expected, list) and len(expected) == 1 and got == expected[0]
+def _cgroup_root(controller: str) -> Path | None:
+    path = CGROUP_V1 / controller
+    if os.geteuid() != 0 or not (path / "cgroup.procs").exists():
+        return None
+    return path
 
 
-# ---------------------------------------------------------------- records → ExecResult
+def clean_stale_cgroups() -> None:
+    """Remove empty per-worker cgroups a killed parent left behind (busy ones refuse to go)."""
+    for controller in ("memory", "pids"):
+        root = _cgroup_root(controller)
+        if root is None:
+            continue
+        for d in glob.glob(str(root / CGROUP_GROUP / "*")):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
 
 
-class _Collector:
-    """Turns the child's records into an ExecResult, comparing outputs as they arrive (never kept)."""
+class _Cgroups:
+    """One worker's memory and pids cgroups (v1), or whatever subset the host allows."""
 
-    def __init__(self, spec: TestSpec):
-        self.spec, self.n = spec, spec.count
-        self.tests: dict[int, TestResult] = {}
-        self.lines: set[int] = set()
-        self.runner: dict[str, Any] = {}
-        self.load_status = "ok" if spec.kind == "stdio" else None  # stdio programs load inside each test
-        self.load_detail = ""
-        self.compile_error: str | None = None
-        self.ended, self.error, self.failed = False, "", False
+    def __init__(self, name: str, memory_bytes: int, pids_max: int):
+        self.dirs: dict[str, Path] = {}
+        for controller, settings in (("memory", {"memory.limit_in_bytes": memory_bytes,
+                                                 "memory.memsw.limit_in_bytes": memory_bytes,
+                                                 "memory.swappiness": 0}),
+                                     ("pids", {"pids.max": pids_max})):
+            root = _cgroup_root(controller)
+            if root is None:
+                continue
+            d = root / CGROUP_GROUP / name
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                for key, value in settings.items():
+                    if (d / key).exists():
+                        try:
+                            (d / key).write_text(str(value))
+                        except OSError:
+                            if key != "memory.memsw.limit_in_bytes" and key != "memory.swappiness":
+                                raise
+                self.dirs[controller] = d
+            except OSError as e:
+                logger.debug("no %s cgroup: %s", controller, e)
+                _rmdir(d)
 
-    def add(self, rec: dict[str, Any]) -> None:
-        kind = rec["t"]
-        self.lines.update(int(x) for x in rec.get("lines", ()))
-        if kind == "start":
-            self.runner.update(python=rec["python"], coverage=rec["coverage"], missing=list(rec["missing"]))
-        elif kind == "compile_error":
-            self.compile_error = str(rec["error"])
-        elif kind == "load":
-            self.load_status, self.load_detail = str(rec["status"]), str(rec["detail"])
-        elif kind == "test":
-            i, status, detail = int(rec["i"]), str(rec["status"]), str(rec["detail"])
-            if not 0 <= i < self.n:
-                raise ValueError(f"test index {i} out of range")
-            if status == "ok":
-                status, detail = self._judge(i, rec)
-            self.tests[i] = TestResult(status, float(rec["time_ms"]), detail)
-            self.failed = self.failed or status != "pass"
-        elif kind == "end":
-            self.ended, self.error = True, str(rec["error"])
+    def procs(self) -> dict[str, str]:
+        return {c: str(d / "cgroup.procs") for c, d in self.dirs.items()}
 
-    def _judge(self, i: int, rec: dict[str, Any]) -> tuple[str, str]:
-        expected = self.spec.outputs[i]
-        if self.spec.kind == "stdio":
-            ok = stdio_matches(rec.get("out", ""), expected)
-        elif "ret" in rec:
-            ok = call_matches(rec["ret"], expected)
-        else:  # not JSON-serialisable: compare reprs
-            ok = rec.get("ret_repr") in (repr(expected), repr(expected[0]) if _is_single(expected) else None)
-        return ("pass", "") if ok else ("fail", "wrong answer")
-
-    def result(self, time_ms: float, exit_code: int | None, killed_for_time: bool, stopped: bool) -> ExecResult:
-        runner = {**self.runner, "exit_code": exit_code}
-        if self.compile_error is not None:
-            return ExecResult("compile_error", [], [], time_ms, self.compile_error, runner)
-        error = self.error
-        if not self.ended and not stopped:
-            error = error or ("killed at the wall-clock limit" if killed_for_time
-                              else f"runner {_describe_exit(exit_code)} before reporting")
-        load = self.load_status or ("timeout" if killed_for_time else "runtime_error")
-        if load != "ok":
-            tests = [TestResult(load, 0.0, self.load_detail or error) for _ in range(self.n)]
-            return ExecResult(load, tests, sorted(self.lines), time_ms, self.load_detail or error, runner)
-        if stopped:
-            fill = TestResult("fail", 0.0, "not run: stopped at the first failure")
-        elif killed_for_time:
-            fill = TestResult("timeout", 0.0, "not run: wall-clock limit")
-        else:
-            fill = TestResult("runtime_error", 0.0, f"not run: {error}")
-        tests = [self.tests.get(i) or fill for i in range(self.n)]
-        return ExecResult(decide_outcome(tests), tests, sorted(self.lines), time_ms, error, runner)
+    def remove(self) -> None:
+        for d in self.dirs.values():
+            _rmdir(d)
 
 
-def _is_single(x: Any) -> bool:
-    return isinstance(x, list) and len(x) == 1
-
-
-def _describe_exit(code: int | None) -> str:
-    """The harness's supervisor exits 128 + N when the program's process died of signal N."""
-    signum = -code if code is not None and code < 0 else (code - 128 if code is not None and code > 128 else 0)
-    if signum:
+def _rmdir(d: Path) -> None:
+    for _ in range(50):  # the worker's processes leave the cgroup asynchronously after dying
         try:
-            return f"was killed by {signal.Signals(signum).name}"
-        except ValueError:
+            d.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- one worker process
+
+
+class ProcessTransport(Transport):
+    """A worker process on this host, talking over its stdin/stdout pipes."""
+
+    def __init__(self, cmd: list[str], config_overrides: dict[str, Any], cgroups: _Cgroups | None,
+                 view_root: str | None):
+        self.config_overrides, self._cgroups, self._view_root = config_overrides, cgroups, view_root
+        self._stderr = tempfile.TemporaryFile()
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp",
+               "PYTHONHASHSEED": "0"}  # str hashes (set order) the same on every run; and no parent secrets
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                     env=env, cwd="/", start_new_session=True, bufsize=0)
+        self._in, self._out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        self._lock = threading.Lock()
+        self._dead = False
+
+    def fileno(self) -> int:
+        return self._out
+
+    def read(self) -> bytes | None:
+        return os.read(self._out, 1 << 16)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._in, view):]
+
+    def kill(self, grace_s: float = 0.0) -> None:
+        with self._lock:
+            if self._dead:
+                return
+            self._dead = True
+        try:
+            self.proc.stdin.close()  # EOF: the worker kills its program and exits
+        except OSError:
             pass
-    return f"exited with code {code}"
+        try:
+            self.proc.wait(timeout=grace_s) if grace_s > 0 else None
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the waiter and the zygote; the namespace dies with it
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+        self.proc.stdout.close()
+        if self._cgroups is not None:
+            self._cgroups.remove()
+        if self._view_root:
+            _rmdir(Path(self._view_root))
 
-
-def _check_spec(spec: TestSpec) -> None:
-    if spec.kind not in ("assert", "stdio", "call"):
-        raise ValueError(f"unknown test kind {spec.kind!r}; valid: assert, stdio, call")
-    if spec.kind != "assert" and len(spec.outputs) != len(spec.inputs):
-        raise ValueError(f"{spec.kind} tests need one output per input ({len(spec.inputs)} != {len(spec.outputs)})")
-    if spec.kind == "call" and not spec.fn_name:
-        raise ValueError("call tests need fn_name")
+    def describe(self) -> str:
+        code = self.proc.poll()
+        try:
+            self._stderr.seek(0)
+            tail = self._stderr.read()[-800:].decode(errors="replace").strip()
+        except (OSError, ValueError):
+            tail = ""
+        parts = [f"exit code {code}" if code is not None else ""] + ([f"stderr: {tail}"] if tail else [])
+        return "; ".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------- the executor
 
 
-class EmbeddedSandbox(Executor):
-    """Runs each program in its own child process on this machine, up to ``workers`` at a time.
-
-    Protections (applied by the child, see harness.py): network namespace, PID namespace (nothing the program
-    forks survives it), rlimits (address space, CPU, processes, file size, open files, no core), a non-root
-    ``uid``, no-new-privileges, a private empty working directory, and a parent-side wall-clock kill. Missing
-    ones (e.g. when not run as root) are logged once at construction and listed in ``ExecResult.runner``.
-    Not covered yet: the filesystem is visible (read-only for the uid where permissions say so), and programs
-    running concurrently share one uid; the docker backend is meant to close those.
+class EmbeddedSandbox(PooledExecutor):
+    """Runs programs in ``workers`` pre-started sandbox workers on this machine.
 
     Args:
         timeout_s: wall-clock limit per test (and for loading the program).
         budget_s: wall-clock limit for the whole program; tests left when it runs out are ``timeout``.
-        memory_mb: RLIMIT_AS of the program's process.
+        memory_mb: RLIMIT_AS of the program's processes; the worker's cgroup caps them all together at
+            ``memory_mb + tmp_mb`` plus the worker's own overhead.
         max_output_bytes: cap on captured stdout per test (stdio) and on a returned value's JSON (call).
         workers: programs run at once (default: CPU count).
-        python: runner interpreter (default: ours; if the sandbox uid cannot read its stdlib, /usr/bin/python3).
-        coverage: record executed program lines (sys.monitoring on Python >= 3.12, else sys.settrace).
-        uid: uid (and gid) the program runs as when we are root; None keeps root (logged as missing).
-        stop_on_first_failure: stop a program at its first non-passing test; the rest are ``fail``, not run.
-        site_packages: let programs import installed packages (runs the child without ``-S``).
+        python: runner interpreter. Default: the cheapest for coverage that works (see ``runner_candidates``).
+        coverage: record executed program lines.
+        uid: uid (and gid) programs run as when we are root; None keeps root (no-new-privileges, no capabilities).
+        stop_on_first_failure: stop a program at its first non-passing test (the rest are ``fail``, not run).
+            Default: run all tests, so executed lines are the union over all of them (what FGO needs).
+        site_packages: let programs import the runner interpreter's installed packages (default: stdlib only).
+        header: code run in the program's namespace before it (see ``APPS_HEADER``); never counted as lines.
+        lenient_stdio: also accept stdout whose per-line token sets match (see ``compare.py``; passes wrong
+            answers, off by default).
+        cache: reuse results of identical jobs (``cache_size`` entries, LRU).
+        tmp_mb: size of the private /tmp (also the largest file a program may write).
+        max_processes: processes one program may have at once (pids cgroup; RLIMIT_NPROC as a backstop).
+        preload: modules each worker imports once, so programs get them for free.
     """
+
+    backend = "embedded"
 
     def __init__(self, timeout_s: float = 4.0, budget_s: float = 20.0, memory_mb: int = 1024,
                  max_output_bytes: int = 1 << 20, workers: int | None = None, python: str | None = None,
                  coverage: bool = True, uid: int | None = 65534, stop_on_first_failure: bool = False,
-                 site_packages: bool = False):
-        self.timeout_s, self.budget_s, self.memory_mb = timeout_s, budget_s, memory_mb
-        self.max_output_bytes, self.coverage, self.uid = max_output_bytes, coverage, uid
-        self.stop_on_first_failure = stop_on_first_failure
+                 site_packages: bool = False, header: str = "", lenient_stdio: bool = False, cache: bool = True,
+                 cache_size: int = 50_000, tmp_mb: int = 64, max_processes: int = 32,
+                 preload: tuple[str, ...] = DEFAULT_PRELOAD):
         self.workers = workers or os.cpu_count() or 1
+        self.memory_mb, self.uid, self.tmp_mb, self.max_processes = memory_mb, uid, tmp_mb, max_processes
         self.site_packages = site_packages
-        self._line_cap = 8 * max_output_bytes + (1 << 20)  # JSON escaping can grow output up to 6x
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stepcoder-exec")
-        probe = self._use_python(python or sys.executable)
-        if probe.error.startswith(STDLIB_UNREADABLE) and python is None:
-            # The default interpreter lives where the sandbox uid cannot read (pyenv under /root): try the system's.
-            for alt in FALLBACK_PYTHONS:
-                if os.path.exists(alt) and (alt_probe := self._use_python(alt)).outcome == "pass":
-                    logger.warning("%s (%s); running programs with %s (Python %s) instead",
-                                   probe.error, sys.executable, alt, alt_probe.runner["python"])
-                    probe = alt_probe
-                    break
-        if probe.outcome != "pass":
-            self.close()
-            raise RuntimeError(f"sandbox runner {self.python} does not work: {probe.error}")
-        self.runner_info = probe.runner
-        self.missing = list(probe.runner.get("missing", []))
-        if self.missing:
-            logger.warning("execution sandbox is running WITHOUT these protections: %s (run as root on Linux "
-                           "to get them all)", ", ".join(self.missing))
+        self._scratch = tempfile.mkdtemp(prefix="stepcoder-scratch-")
+        os.chmod(self._scratch, 0o711)
+        self._pool_id = uuid.uuid4().hex[:10]
+        self._spawned = 0
+        self._spawn_lock = threading.Lock()
+        clean_stale_cgroups()
+        config = {
+            "mode": "host", "uid": uid, "uid_drop": uid is not None, "memory_mb": memory_mb,
+            "cpu_s": math.ceil(budget_s) + 1, "nproc": max_processes * self.workers + 64, "file_mb": tmp_mb,
+            "tmp_mb": tmp_mb, "preload": list(preload), "line_cap": 8 * max_output_bytes + MB,
+            "total_cap": max(64 * MB, 16 * max_output_bytes), "scratch_dir": self._scratch,
+        }
+        errors = []
+        candidates = [python] if python else runner_candidates()
+        for candidate in candidates:
+            self.python = candidate
+            try:
+                pool = WorkerPool(self._spawn, self.workers, config, {"backend": self.backend},
+                                  name="embedded")
+                break
+            except (WorkerStartError, OSError) as e:
+                errors.append(f"{candidate}: {e}")
+                logger.info("runner interpreter %s does not work here: %s", candidate, e)
+        else:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            raise RuntimeError("no runner interpreter works for the embedded sandbox:\n  " + "\n  ".join(errors))
+        self._start_engine(pool, timeout_s=timeout_s, budget_s=budget_s, max_output_bytes=max_output_bytes,
+                           coverage=coverage, header=header, lenient_stdio=lenient_stdio,
+                           stop_on_first_failure=stop_on_first_failure, cache=cache,
+                           cache_size=cache_size,
+                           fingerprint={"backend": self.backend, "python": self.python, "memory_mb": memory_mb,
+                                        "tmp_mb": tmp_mb, "site_packages": site_packages})
+        warn_missing(self.backend, self.missing, "Run as root on Linux (cgroup v1 memory/pids controllers for "
+                     "the cgroup limits), or use the docker backend.")
 
-    def _use_python(self, python: str) -> ExecResult:
-        """Switch the runner interpreter and probe it with an empty program (this also reports protections)."""
-        self.python = python
-        # -S: no site-packages, the program gets the stdlib only (and start-up is faster); -s: no user site.
-        self._cmd = [python, "-B", "-s", *([] if self.site_packages else ["-S"]), str(HARNESS)]
-        return self._run_one("pass", TestSpec(kind="assert"))
-
-    def run(self, jobs: Sequence[tuple[str, TestSpec]], progress: bool = False) -> list[ExecResult]:
-        for _, spec in jobs:  # fail before starting anything
-            _check_spec(spec)
-        futures = [self._pool.submit(self._run_one, program, spec) for program, spec in jobs]
-        results, step = [], max(1, len(futures) // 10)
-        for k, future in enumerate(futures, 1):
-            results.append(future.result())
-            if progress and (k % step == 0 or k == len(futures)):
-                logger.info("executed %d/%d programs", k, len(futures))
-        return results
+    def _spawn(self) -> ProcessTransport:
+        with self._spawn_lock:
+            self._spawned += 1
+            name = f"{self._pool_id}-{self._spawned}"
+        cgroup_mb = self.memory_mb + self.tmp_mb + WORKER_OVERHEAD_MB
+        cgroups = _Cgroups(name, cgroup_mb * MB, self.max_processes + 1)
+        view_root = tempfile.mkdtemp(prefix="stepcoder-view-")
+        cmd = [self.python, "-B", "-s", *([] if self.site_packages else ["-S"]), "-c", BOOTSTRAP]
+        overrides = {"cgroups": cgroups.procs(), "view_root": view_root}
+        try:
+            return ProcessTransport(cmd, overrides, cgroups, view_root)
+        except OSError:
+            cgroups.remove()
+            _rmdir(Path(view_root))
+            raise
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    # -------------------------------------------------------------------------------------------------------
-
-    def _job(self, program: str, spec: TestSpec, workdir: str, result_fd: int) -> dict[str, Any]:
-        """What the child gets. Never the expected outputs: the child's memory is the program's memory."""
-        inputs = list(spec.inputs)
-        if spec.kind == "stdio":  # some APPS inputs are lists of lines
-            inputs = ["\n".join(map(str, x)) if isinstance(x, list) else str(x) for x in inputs]
-        tests = {"kind": spec.kind, "asserts": list(spec.asserts), "setup": spec.setup, "inputs": inputs,
-                 "fn_name": spec.fn_name}
-        return {"program": program, "tests": tests, "timeout_s": self.timeout_s, "budget_s": self.budget_s,
-                "memory_mb": self.memory_mb, "max_output_bytes": self.max_output_bytes, "coverage": self.coverage,
-                "uid": self.uid, "nproc": 16 + self.workers,  # RLIMIT_NPROC counts every process of the uid
-                "workdir": workdir, "result_fd": result_fd}
-
-    def _run_one(self, program: str, spec: TestSpec) -> ExecResult:
-        t0 = time.monotonic()
-        collector = _Collector(spec)
-        workdir = tempfile.mkdtemp(prefix="stepcoder-run-")
-        read_fd, write_fd = os.pipe()
-        proc = None
-        try:
-            if self.uid is not None and os.geteuid() == 0:
-                os.chown(workdir, self.uid, self.uid)
-            payload = marshal.dumps(self._job(program, spec, workdir, write_fd), 4)  # version 4: Python >= 3.4
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir,
-                   "PYTHONHASHSEED": "0"}  # str hashes, hence set order, the same on every run
-            proc = subprocess.Popen(self._cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, pass_fds=(write_fd,), start_new_session=True,
-                                    cwd=workdir, env=env)
-            os.close(write_fd)
-            write_fd = -1
-            try:
-                proc.stdin.write(payload)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            why = self._read(read_fd, t0 + self.budget_s + GRACE_S, collector)
-            exit_code = self._reap(proc, wait_s=1.0 if why in ("end", "eof") else 0.0)
-            proc = None
-        finally:
-            if proc is not None:  # an exception on our side: leave nothing running
-                self._reap(proc, wait_s=0.0)
-            if write_fd >= 0:
-                os.close(write_fd)
-            os.close(read_fd)
-            shutil.rmtree(workdir, ignore_errors=True)
-        # 137: the child's own supervisor killed it at budget_s + 1 (or RLIMIT_CPU did).
-        killed_for_time = why == "deadline" or (exit_code == 137 and not collector.ended)
-        return collector.result((time.monotonic() - t0) * 1000, exit_code, killed_for_time, why == "stop")
-
-    def _read(self, fd: int, deadline: float, collector: _Collector) -> str:
-        """Feed records to ``collector`` until the final one. Returns why it stopped: end, eof, deadline,
-        stop (first failure), or protocol (an over-long or malformed record)."""
-        poller = select.poll()  # not select(): fds above 1024 are likely in a big parent process
-        poller.register(fd, select.POLLIN)
-        buf, start = bytearray(), 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return "deadline"
-            if not poller.poll(left * 1000):
-                continue
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                return "eof"
-            buf += chunk
-            while (nl := buf.find(b"\n", start)) >= 0:
-                line = bytes(buf[:nl])
-                del buf[: nl + 1]
-                start = 0
-                try:
-                    collector.add(json.loads(line))
-                except (ValueError, KeyError, TypeError) as e:
-                    collector.error = f"bad record from runner: {e}"
-                    return "protocol"
-                if collector.ended:
-                    return "end"
-                if collector.failed and self.stop_on_first_failure:
-                    return "stop"
-            start = len(buf)
-            if len(buf) > self._line_cap:
-                collector.error = "runner output over the byte cap"
-                return "protocol"
-
-    @staticmethod
-    def _reap(proc: subprocess.Popen, wait_s: float) -> int:
-        """Wait up to ``wait_s`` for a clean exit, kill the whole process group, then collect the exit code.
-
-        The group is killed before the leader is reaped, so its id cannot have been reused by then.
-        """
-        end = time.monotonic() + wait_s
-        while True:
-            try:
-                exited = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                break
-            if exited is not None or time.monotonic() >= end:
-                break
-            time.sleep(0.001)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        return proc.wait()
+        super().close()
+        shutil.rmtree(getattr(self, "_scratch", ""), ignore_errors=True)

@@ -25,6 +25,26 @@ from stepcoder.generation.types import Completion  # noqa: E402
 from stepcoder.tokens import token_char_spans  # noqa: E402
 
 
+def _refresh_tied_lm_head(worker) -> bool:
+    """Re-run the lm_head's post-load processing when it is tied to the input embeddings.
+
+    vLLM's in-place reload only post-processes layers whose weights are in the checkpoint. A tied lm_head has
+    none (it *is* embed_tokens), so on CPU its packed GEMM copy of the old embedding survives the reload and the
+    engine samples from stale output logits (measured: 0.6 nats/token off the trainer's log-probs on the tiny
+    model; 0.0 after this refresh). On GPUs the refresh is a no-op.
+    """
+    model = worker.model_runner.get_model()
+    lm_head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    weight = getattr(lm_head, "weight", None)
+    if weight is None or embed is None or weight.data_ptr() != embed.weight.data_ptr():
+        return False
+    method = getattr(lm_head, "quant_method", None)
+    if method is not None:
+        method.process_weights_after_loading(lm_head)
+    return True
+
+
 class VLLMGenerator:
     def __init__(self, model_dir: str, dtype: str = "bfloat16", max_model_len: int = 1024, seed: int = 0):
         self.max_model_len = max_model_len
@@ -87,6 +107,7 @@ class VLLMGenerator:
     def reload_weights(self, weights_dir: str) -> None:
         """Swap in new policy weights without restarting the engine (~0.1 s on CPU)."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights_dir)})
+        self.llm.collective_rpc(_refresh_tied_lm_head)
         self.weights = str(weights_dir)
 
     def close(self) -> None:

@@ -1,4 +1,6 @@
-"""The actor (a causal LM) with a scalar value head on its last hidden state (shared trunk)."""
+"""The actor (a causal LM) and the critic: a scalar value head on the actor's last hidden state (shared
+trunk, the default: one model's memory), or on a separate copy of the trunk (``critic="separate"``: the value
+loss cannot disturb the policy's features, at twice the memory)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 class ActorCritic(nn.Module):
-    def __init__(self, lm: nn.Module):
+    def __init__(self, lm: nn.Module, critic_lm: nn.Module | None = None):
         super().__init__()
         self.lm = lm
-        hidden = lm.config.hidden_size
+        self.critic_lm = critic_lm  # None = shared trunk
+        hidden = (critic_lm or lm).config.hidden_size
         self.value_head = nn.Linear(hidden, 1)
         # Zero init: V ≡ 0 at the start, so early advantages are the (KL-shaped) rewards themselves.
         nn.init.zeros_(self.value_head.weight)
@@ -25,6 +28,8 @@ class ActorCritic(nn.Module):
         """Logits (B, T, V) and values (B, T) for every input position."""
         hidden = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = self.lm.get_output_embeddings()(hidden)
+        if self.critic_lm is not None:
+            hidden = self.critic_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         return logits, values
 

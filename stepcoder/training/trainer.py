@@ -21,6 +21,7 @@ from stepcoder import ppo
 from stepcoder.training.actor_critic import ActorCritic
 from stepcoder.training.batch import PPOBatch
 from stepcoder.training.distributed import init_distributed
+from stepcoder.training.engines import ds_config_for, make_engine
 
 STATE_FILE = "trainer_state.json"
 
@@ -46,16 +47,17 @@ class PPOHyper:
     loss_agg: str = "token"
     mask_value_loss: bool = False  # FGO mask on the value loss too (paper: policy loss only)
     seed: int = 0
+    temperature: float = 1.0  # sampling temperature: log-probs are of softmax(logits / T), as vLLM sampled
+    engine: str = "deepspeed"  # or "torch": the plain loop baseline
+    critic: str = "shared"  # value head on the actor's trunk, or "separate" trunk
+    old_logprobs: str = "recompute"  # or "generator": take log π_old from vLLM instead of recomputing
+    kl_controller: str = "fixed"  # or "adaptive" (Ziegler et al. 2019)
+    kl_target: float | None = None
+    kl_horizon: int | None = None
 
 
-def _ds_config(base: dict, hp: PPOHyper) -> dict:
-    cfg = json.loads(json.dumps(base))
-    cfg["train_micro_batch_size_per_gpu"] = hp.micro_batch_size
-    cfg["gradient_accumulation_steps"] = hp.minibatch_size // hp.micro_batch_size
-    cfg.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and the world size
-    cfg.setdefault("optimizer", {"type": "AdamW", "params": {"torch_adam": True}})
-    cfg["optimizer"].setdefault("params", {})["lr"] = hp.lr
-    return cfg
+OLD_LOGPROB_SOURCES = ("recompute", "generator")
+CRITICS = ("shared", "separate")
 
 
 def _load_lm(path: Path, dtype: torch.dtype = torch.float32):
@@ -65,7 +67,7 @@ def _load_lm(path: Path, dtype: torch.dtype = torch.float32):
 
 
 class PPOTrainer:
-    """Owns the DeepSpeed engine (actor + value head) and the frozen reference model for one run."""
+    """Owns the training engine (actor + critic), the frozen reference model and the KL controller."""
 
     def __init__(
         self,
@@ -75,20 +77,25 @@ class PPOTrainer:
         hp: PPOHyper,
         resume_dir: Path | None = None,
     ):
-        import deepspeed
-
+        if hp.old_logprobs not in OLD_LOGPROB_SOURCES:
+            raise ValueError(f"unknown old_logprobs source {hp.old_logprobs!r}; valid: {', '.join(OLD_LOGPROB_SOURCES)}")
+        if hp.critic not in CRITICS:
+            raise ValueError(f"unknown critic {hp.critic!r}; valid: {', '.join(CRITICS)}")
         self.hp = hp
         self.device = init_distributed()
         torch.manual_seed(hp.seed)
         self.policy_dir = Path(policy_dir)
-        model = ActorCritic(_load_lm(self.policy_dir))
+        critic_lm = None
+        if hp.critic == "separate":
+            saved = Path(resume_dir) / "critic" if resume_dir else None
+            critic_lm = _load_lm(saved if saved and saved.exists() else Path(ref_dir))
+        model = ActorCritic(_load_lm(self.policy_dir), critic_lm)
         if resume_dir is not None:
             model.load_value_head(Path(resume_dir))
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
-            config=_ds_config(ds_config, hp),
-        )
+        config = ds_config_for(ds_config, hp.micro_batch_size, hp.minibatch_size // hp.micro_batch_size, hp.lr)
+        self.engine = make_engine(hp.engine, model, config, self.device)
         self.ref = _load_lm(Path(ref_dir)).to(self.device).eval().requires_grad_(False)
+        self.kl_ctl = ppo.make_kl_controller(hp.kl_controller, hp.kl_coef, hp.kl_target, hp.kl_horizon)
         self.global_step = 0
         if resume_dir is not None:
             self._load_state(Path(resume_dir))
@@ -97,14 +104,14 @@ class PPOTrainer:
     def _policy_forward(self, mb: PPOBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
         logits, values = self.engine(ids, att)
-        logits = logits[:, :-1].float()  # (b, t-1, V): position t scores action t (token t+1)
+        logits = logits[:, :-1].float() / self.hp.temperature  # (b, t-1, V): position t scores action t (token t+1)
         logprobs = ppo.logprobs_from_logits(logits, ids[:, 1:])  # (b, t-1)
         return logprobs, values[:, :-1].float(), logits
 
     @torch.no_grad()
     def _ref_logprobs(self, mb: PPOBatch) -> torch.Tensor:
         ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
-        logits = self.ref(input_ids=ids, attention_mask=att).logits[:, :-1].float()
+        logits = self.ref(input_ids=ids, attention_mask=att).logits[:, :-1].float() / self.hp.temperature
         return ppo.logprobs_from_logits(logits, ids[:, 1:])
 
     def _micro_slices(self, n: int) -> list[slice]:
@@ -132,7 +139,10 @@ class PPOTrainer:
         old_values = self._pad_cat(old_v, width)
         ref_logprobs = self._pad_cat(ref_lp, width)
         mask = batch.action_mask
-        rewards, kl = ppo.kl_penalized_rewards(batch.scores, old_logprobs, ref_logprobs, mask, self.hp.kl_coef)
+        recomputed = old_logprobs
+        if self.hp.old_logprobs == "generator":
+            old_logprobs = batch.gen_logprobs * mask
+        rewards, kl = ppo.kl_penalized_rewards(batch.scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
         advantages, returns = ppo.compute_gae(rewards, old_values * mask, mask, self.hp.gamma, self.hp.gae_lambda)
         if self.hp.whiten_advantages:
             advantages = ppo.masked_whiten(advantages, batch.fgo_mask)
@@ -142,12 +152,15 @@ class PPOTrainer:
             "advantages": advantages,
             "returns": returns,
             "kl_ref": ppo.masked_mean(kl, mask),
+            # How far the generator's log-probs are from the training model's (bf16 / kernels / sampling).
+            "logprob_gap": ppo.masked_mean((batch.gen_logprobs - recomputed).abs(), mask),
         }
 
     def step(self, batch: PPOBatch) -> list[dict[str, float]]:
         """Run ``epochs`` × minibatches of PPO on ``batch``; one metrics dict per optimizer step."""
         hp = self.hp
         exp = self._experience(batch)
+        kl_coef = self.kl_ctl.value
         n = len(batch)
         masked_fraction = 1.0 - float(batch.fgo_mask.sum() / batch.action_mask.sum().clamp(min=1))
         metrics: list[dict[str, float]] = []
@@ -170,10 +183,12 @@ class PPOTrainer:
                 row = {k: sum(v) / len(v) for k, v in acc.items()}
                 row.update(
                     step=self.global_step, epoch=epoch, minibatch=mb_index,
-                    kl_ref=float(exp["kl_ref"]), kl_coef=hp.kl_coef, masked_fraction=masked_fraction,
+                    kl_ref=float(exp["kl_ref"]), kl_coef=kl_coef, masked_fraction=masked_fraction,
+                    logprob_gap=float(exp["logprob_gap"]),
                     lr=float(self.engine.optimizer.param_groups[0]["lr"]),
                 )
                 metrics.append(row)
+        self.kl_ctl.update(float(exp["kl_ref"]), n_steps=n)
         return metrics
 
     def _micro_step(self, mb: PPOBatch, exp: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -240,8 +255,11 @@ class PPOTrainer:
             if src.exists():
                 shutil.copy2(src, tmp / "policy" / name)
         module.save_value_head(tmp)
+        if module.critic_lm is not None:
+            module.critic_lm.save_pretrained(tmp / "critic", safe_serialization=True)
         self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="latest", save_latest=False)
-        (tmp / STATE_FILE).write_text(json.dumps({"global_step": self.global_step, "hyper": asdict(self.hp)}))
+        state = {"global_step": self.global_step, "kl_controller": self.kl_ctl.state_dict(), "hyper": asdict(self.hp)}
+        (tmp / STATE_FILE).write_text(json.dumps(state))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
         return out_dir
@@ -250,6 +268,7 @@ class PPOTrainer:
         self.engine.load_checkpoint(str(ckpt / "deepspeed"), tag="latest")
         state = json.loads((ckpt / STATE_FILE).read_text())
         self.global_step = int(state["global_step"])
+        self.kl_ctl.load_state_dict(state.get("kl_controller", {}))
 
     def close(self) -> None:
         del self.engine, self.ref

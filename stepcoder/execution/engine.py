@@ -1,0 +1,176 @@
+"""``run()`` for every pooled backend: validation, the result cache, de-duplication, progress, input order.
+
+A backend (``EmbeddedSandbox``, ``DockerSandbox``) only builds its ``WorkerPool``; the jobs, their results and
+what is reported about them are the same whatever runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, as_completed
+from typing import Any
+
+from stepcoder.execution.cache import ResultCache, hit_copy, job_key, options_fingerprint
+from stepcoder.execution.collect import Collector
+from stepcoder.execution.factory import Executor
+from stepcoder.execution.pool import HARNESS_VERSION, WorkerPool
+from stepcoder.execution.results import ExecResult
+from stepcoder.problems import TestSpec
+
+logger = logging.getLogger("stepcoder.execution")
+
+# Modules imported once by each worker, so a program that imports them pays nothing (its child is a fork).
+# The APPS header and typical competitive/MBPP/HumanEval solutions import these.
+DEFAULT_PRELOAD = (
+    "re", "math", "cmath", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
+    "random", "copy", "operator", "fractions", "decimal", "statistics", "datetime", "array", "json", "hashlib",
+    "struct", "dataclasses", "enum", "abc", "queue", "threading", "numbers", "textwrap", "unicodedata",
+    "shutil", "tempfile",
+)
+
+_warned: set[tuple[str, tuple[str, ...]]] = set()
+_warn_lock = threading.Lock()
+
+
+def warn_missing(backend: str, missing: Sequence[str], hint: str) -> None:
+    """Say once per process, loudly, which protections this host could not give the sandbox."""
+    key = (backend, tuple(sorted(missing)))
+    with _warn_lock:
+        if not missing or key in _warned:
+            return
+        _warned.add(key)
+    logger.warning("!!! execution sandbox (%s) is running WITHOUT these protections: %s. %s",
+                   backend, ", ".join(sorted(missing)), hint)
+
+
+def check_spec(spec: TestSpec) -> None:
+    if spec.kind not in ("assert", "stdio", "call"):
+        raise ValueError(f"unknown test kind {spec.kind!r}; valid: assert, stdio, call")
+    if spec.kind != "assert" and len(spec.outputs) != len(spec.inputs):
+        raise ValueError(f"{spec.kind} tests need one output per input ({len(spec.inputs)} != {len(spec.outputs)})")
+    if spec.kind == "call" and not spec.fn_name:
+        raise ValueError("call tests need fn_name")
+
+
+def tests_message(spec: TestSpec) -> dict[str, Any]:
+    """The tests as the worker gets them: never the expected outputs (a child's memory is the program's)."""
+    inputs: list[Any] = list(spec.inputs)
+    if spec.kind == "stdio":  # some APPS inputs are lists of lines
+        inputs = ["\n".join(map(str, x)) if isinstance(x, list) else str(x) for x in inputs]
+    return {"kind": spec.kind, "asserts": list(spec.asserts), "setup": spec.setup, "inputs": inputs,
+            "fn_name": spec.fn_name}
+
+
+class PooledExecutor(Executor):
+    """Shared by the pooled backends. Subclasses call ``_start_engine`` once their pool is up."""
+
+    backend = "pooled"
+
+    def _start_engine(self, pool: WorkerPool, *, timeout_s: float, budget_s: float, max_output_bytes: int,
+                      coverage: bool, header: str, lenient_stdio: bool, stop_on_first_failure: bool, cache: bool,
+                      cache_size: int, fingerprint: dict[str, Any]) -> None:
+        self._pool = pool
+        self.timeout_s, self.budget_s, self.max_output_bytes = timeout_s, budget_s, max_output_bytes
+        self.coverage, self.header, self.lenient_stdio = coverage, header, lenient_stdio
+        self.stop_on_first_failure = stop_on_first_failure
+        self.cache = ResultCache(cache_size) if cache else None
+        self._fingerprint = options_fingerprint(HARNESS_VERSION, {
+            **fingerprint, "timeout_s": timeout_s, "budget_s": budget_s, "max_output_bytes": max_output_bytes,
+            "coverage": coverage, "header": header, "lenient_stdio": lenient_stdio,
+            "stop_on_first_failure": stop_on_first_failure})
+
+    @property
+    def runner_info(self) -> dict[str, Any]:
+        """Interpreter, coverage mode and protections of this executor's workers (as the first one reported)."""
+        h = self._pool.hello
+        return {**self._pool.runner, "python": h["python"], "interpreter": h["executable"],
+                "coverage": h["coverage"] if self.coverage else "off", "applied": h["applied"],
+                "missing": h["missing"]}
+
+    @property
+    def missing(self) -> list[str]:
+        return list(self._pool.hello["missing"])
+
+    def _message(self, program: str, spec: TestSpec) -> dict[str, Any]:
+        return {"program": program, "tests": tests_message(spec), "timeout_s": self.timeout_s,
+                "budget_s": self.budget_s, "max_output_bytes": self.max_output_bytes, "coverage": self.coverage,
+                "header": self.header, "stream": self.stop_on_first_failure}
+
+    def _collector(self, spec: TestSpec) -> Collector:
+        return Collector(spec, self.lenient_stdio, self.stop_on_first_failure)
+
+    def submit(self, program: str, spec: TestSpec) -> Future:
+        """One job, not cached; a Future of its ExecResult."""
+        check_spec(spec)
+        return self._pool.submit(self._message(program, spec), self._collector(spec))
+
+    def run(self, jobs: Sequence[tuple[str, TestSpec]], progress: bool | Callable[[int, int], None] = False
+            ) -> list[ExecResult]:
+        """Run each ``(program, tests)`` job; results in input order. Identical jobs run once (and, with the
+        cache on, once per executor lifetime): repeats come back with ``cache_hit=True``.
+
+        ``progress``: True draws a bar on stderr; a callable gets ``(done, total)`` after each result.
+        """
+        for _, spec in jobs:  # fail before starting anything
+            check_spec(spec)
+        results: list[ExecResult | None] = [None] * len(jobs)
+        pending: dict[Future, tuple[str, list[int]]] = {}
+        by_key: dict[str, Future] = {}
+        for i, (program, spec) in enumerate(jobs):
+            key = job_key(program, spec, self._fingerprint)
+            if key in by_key:
+                pending[by_key[key]][1].append(i)
+                continue
+            if self.cache is not None and (hit := self.cache.get(key)) is not None:
+                results[i] = hit
+                continue
+            future = self._pool.submit(self._message(program, spec), self._collector(spec))
+            by_key[key] = future
+            pending[future] = (key, [i])
+        report = _progress(progress, len(jobs))
+        done = len(jobs) - sum(len(idx) for _, idx in pending.values())
+        report(done)
+        try:
+            for future in as_completed(pending):
+                key, idx = pending[future]
+                result = future.result()
+                if self.cache is not None and not result.error.startswith("sandbox worker"):
+                    self.cache.put(key, result)
+                results[idx[0]] = result
+                for i in idx[1:]:
+                    results[i] = hit_copy(result)
+                done += len(idx)
+                report(done)
+        finally:
+            report(None)
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
+
+
+def _progress(progress: bool | Callable[[int, int], None], total: int) -> Callable[[int | None], None]:
+    """``report(done)`` after each result and ``report(None)`` at the end."""
+    if callable(progress):
+        return lambda done: None if done is None else progress(done, total)
+    if not progress:
+        return lambda done: None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # no tqdm: a log line per tenth
+        step = max(1, total // 10)
+        return lambda done: None if done is None or done % step else logger.info("executed %d/%d", done, total)
+    bar = tqdm(total=total, desc="execute", unit="prog", file=sys.stderr, dynamic_ncols=True)
+
+    def report(done: int | None) -> None:
+        if done is None:
+            bar.close()
+        else:
+            bar.update(done - bar.n)
+
+    return report

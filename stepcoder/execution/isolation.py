@@ -1,0 +1,318 @@
+"""Confinement for the sandbox worker and for each program's child: namespaces, a minimal read-only filesystem
+view, rlimits, a non-root uid, seccomp.
+
+Two levels (see ``worker.py`` for the process layout):
+
+- ``setup_worker`` runs once per worker. In ``host`` mode it enters fresh network, mount, PID, IPC and UTS
+  namespaces (as root, or inside a user namespace when not root), joins the worker's cgroups, and forks the
+  *zygote*: PID 1 of the new PID namespace, which builds the filesystem view (read-only binds of /usr, /lib* and
+  the runner interpreter's prefix; a synthetic /etc; /dev with null/zero/full/random/urandom; a private size-capped
+  tmpfs /tmp; /proc of its own PID namespace) and ``pivot_root``s into it. Nothing else of the host is visible:
+  not /root, /home, /work, /run (the Docker socket), nor the host's /tmp and its Unix sockets. The zygote then
+  forks one child per program. In ``container`` mode the container provides all of that (``docker_sandbox.py``)
+  and the worker, already PID 1 of the container, only checks it.
+- ``confine_child`` runs in each program's child before any program code: own session, fds 0-2 on /dev/null,
+  rlimits, the uid drop, PR_SET_PDEATHSIG, no-new-privileges, the seccomp filter, cwd /tmp, a minimal environment.
+
+Because the zygote is PID 1 of a namespace that holds nothing but the current program, ``kill(-1, SIGKILL)``
+after each program reaps everything the program left behind, daemons included.
+
+This module runs inside the sandbox worker: it imports only the stdlib and is sent to the worker as source.
+"""
+
+import ctypes
+import os
+import resource
+import signal
+import sys
+
+import seccomp
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_CAPBSET_DROP = 1, 4, 24
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
+MB = 1 << 20
+
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+DEVICES = ("null", "zero", "full", "random", "urandom")
+ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class IsolationError(OSError):
+    pass
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise IsolationError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(src, target, fstype, flags, data=None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(_libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+class WorkerState:
+    """What the worker ended up with. ``pid1``: we are init of a PID namespace holding only our programs, so
+    ``kill(-1)`` is safe and complete. ``private_tmp``: /tmp is ours alone and is wiped after each program."""
+
+    def __init__(self):
+        self.applied: list = []
+        self.missing: list = []
+        self.pid1 = False
+        self.private_tmp = False
+        self.root = os.geteuid() == 0
+        self.oom_fd = -1  # memory.oom_control of the worker's cgroup, read after each program
+        self.seccomp = None  # the filter program, built once
+        self.devnull = -1
+
+
+# ---------------------------------------------------------------- the worker (once)
+
+
+def setup_worker(cfg: dict) -> WorkerState:
+    """Confine this worker as ``cfg`` asks. In host mode this forks: the caller's process stays outside as a
+    waiter and exits with the zygote's status; only the zygote returns from here."""
+    st = WorkerState()
+    os.umask(0o022)
+    st.seccomp = seccomp.filter_bytes()
+    (st.applied if st.seccomp else st.missing).append("seccomp")
+    if cfg["mode"] == "container":
+        _setup_container(cfg, st)
+    else:
+        _setup_host(cfg, st)
+    st.devnull = os.open("/dev/null", os.O_RDWR)
+    st.applied += ["session", "rlimits"]
+    return st
+
+
+def _setup_container(cfg: dict, st: WorkerState) -> None:
+    # The container is the jail (network none, read-only root, tmpfs /tmp, cap-drop ALL, no-new-privileges,
+    # memory and pids limits: see docker_sandbox.py). We only need to be its PID 1, the reaper of everything.
+    _libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # programs share our uid: keep them out of /proc/1/mem
+    st.pid1 = os.getpid() == 1
+    st.private_tmp = st.pid1
+    if st.pid1:
+        st.applied += ["pid_namespace", "private_tmp"]
+    else:
+        st.missing += ["pid_namespace", "private_tmp"]
+    st.applied += list(cfg.get("container_protections", ()))
+    (st.missing if os.geteuid() == 0 else st.applied).append("uid")
+
+
+def _setup_host(cfg: dict, st: WorkerState) -> None:
+    for name, procs in sorted((cfg.get("cgroups") or {}).items()):
+        try:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))  # the zygote and every program inherit it
+            st.applied.append("cgroup_" + name)
+        except OSError:
+            st.missing.append("cgroup_" + name)
+    for name in ("memory", "pids"):
+        if "cgroup_" + name not in st.applied and "cgroup_" + name not in st.missing:
+            st.missing.append("cgroup_" + name)
+    (st.applied if st.root and cfg.get("uid_drop") else st.missing).append("uid")
+    oom_control = (cfg.get("cgroups") or {}).get("memory", "").replace("cgroup.procs", "memory.oom_control")
+    if "cgroup_memory" in st.applied and os.path.exists(oom_control):
+        st.oom_fd = os.open(oom_control, os.O_RDONLY)
+    uid, gid = os.geteuid(), os.getegid()
+    flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if not st.root:  # a user namespace grants the capabilities the other namespaces need
+        flags |= CLONE_NEWUSER
+    if _libc.unshare(flags) != 0:
+        st.missing += ["network", "pid_namespace", "mount_view", "private_tmp"]
+        return
+    if not st.root:
+        _map_ids(uid, gid)
+    st.applied += ["network", "pid_namespace"]
+    _become_zygote()
+    st.pid1 = os.getpid() == 1
+    if st.root:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("-1000")  # an OOM in the worker's cgroup takes the program, never the zygote
+        except OSError:
+            pass
+    try:
+        _build_view(cfg, st)
+        st.applied += ["mount_view", "private_tmp"]
+        st.private_tmp = True
+    except OSError as e:
+        st.missing += ["mount_view", "private_tmp"]
+        sys.stderr.write(f"stepcoder worker: no filesystem view: {e}\n")
+    try:
+        _libc.sethostname(b"sandbox", 7)
+    except OSError:
+        pass
+
+
+def _map_ids(uid: int, gid: int) -> None:
+    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+
+
+def _become_zygote() -> None:
+    """Fork the first process of the new PID namespace (its PID 1). The original process waits outside."""
+    pid = os.fork()
+    if pid == 0:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the waiter killed: the namespace goes too
+        return
+    for fd in range(0, 3):  # the parent sees EOF on our pipes as soon as the zygote is gone
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(max(0, os.waitstatus_to_exitcode(status)))
+
+
+def _bind(src: str, dst: str, writable: bool = False, devices: bool = False) -> None:
+    _mount(src, dst, None, MS_BIND | MS_REC)
+    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | (0 if writable else MS_RDONLY) | (0 if devices else MS_NODEV)
+    _mount(None, dst, None, flags)
+
+
+def interpreter_dirs() -> list:
+    """Directories the running interpreter needs: its prefixes, its binary's directory, and sys.path."""
+    dirs = [sys.base_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    dirs += [p for p in sys.path if p and os.path.isdir(p)]
+    return [os.path.realpath(d) for d in dirs]
+
+
+def _build_view(cfg: dict, st: WorkerState) -> None:
+    root = cfg["view_root"]
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+    bound: list = []
+
+    def covered(path: str) -> bool:
+        return any(path == b or path.startswith(b.rstrip("/") + "/") for b in bound)
+
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):  # merged /usr: /bin -> usr/bin
+            os.symlink(os.readlink(path), root + path)
+        elif os.path.isdir(path):
+            os.makedirs(root + path, exist_ok=True)
+            _bind(path, root + path)
+            bound.append(path)
+    extra = list(cfg.get("extra_ro_dirs", ()))
+    for path in sorted(set(interpreter_dirs() + extra), key=len):
+        if os.path.isdir(path) and not covered(path):
+            os.makedirs(root + path, exist_ok=True)  # parents are 755 in the view, even under /root
+            _bind(path, root + path)
+            bound.append(path)
+    os.makedirs(root + "/etc")
+    for path in ETC_FILES:
+        if os.path.exists(path):
+            open(root + path, "w").close()
+            _bind(os.path.realpath(path), root + path)
+    uid = cfg.get("uid") or 65534
+    _write(root + "/etc/passwd", f"root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                                 f"sandbox:x:{uid}:{uid}:sandbox:/tmp:/usr/sbin/nologin\n")
+    _write(root + "/etc/group", f"root:x:0:\nsandbox:x:{uid}:\n")
+    _write(root + "/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n")
+    os.makedirs(root + "/dev")
+    for name in DEVICES:
+        open(root + "/dev/" + name, "w").close()
+        _bind("/dev/" + name, root + "/dev/" + name, writable=True, devices=True)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2"), ("shm", "/tmp")):
+        os.symlink(target, root + "/dev/" + name)
+    os.makedirs(root + "/tmp")
+    _mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={int(cfg['tmp_mb'])}m,mode=1777")
+    os.makedirs(root + "/proc")
+    if st.pid1:  # a procfs of our own PID namespace: programs see themselves, not the host
+        try:
+            _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+        except OSError:
+            pass
+    os.chdir(root)
+    machine = os.uname().machine
+    _check(_libc.syscall(SYS_PIVOT_ROOT[machine], b".", b"."), "pivot_root")  # old root stacked under new
+    _check(_libc.umount2(b".", MNT_DETACH), "detach old root")
+    os.chdir("/")
+    _mount("tmpfs", "/", "tmpfs", MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------- each program's child (before program code)
+
+
+def confine_child(cfg: dict, st: WorkerState, result_fd: int, workdir: str) -> list:
+    """Confine the calling (freshly forked) process. Returns the protections that could not be applied.
+    Must not raise: the caller runs program code next, with whatever was applied."""
+    missing = []
+    os.setsid()  # own session and process group: killed as a group
+    for fd in (0, 1, 2):  # never the worker's pipes: the program could forge frames
+        os.dup2(st.devnull, fd)
+    keep = 3
+    if result_fd != keep:
+        os.dup2(result_fd, keep, inheritable=False)  # programs the candidate execs do not get it
+    os.closerange(keep + 1, 1 << 16)
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # the program, never the worker, is the OOM killer's victim
+    except OSError:
+        pass
+    limits = (("AS", cfg["memory_mb"] * MB), ("CPU", int(cfg["cpu_s"])), ("NPROC", cfg["nproc"]),
+              ("FSIZE", cfg["file_mb"] * MB), ("NOFILE", 256), ("CORE", 0), ("MEMLOCK", 0), ("MSGQUEUE", 0))
+    for name, value in limits:
+        try:  # soft == hard: the program cannot raise it back; CPU at the limit is SIGXCPU, then SIGKILL
+            resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
+        except (ValueError, OSError, AttributeError):
+            missing.append("rlimit_" + name.lower())
+    uid = cfg.get("uid")
+    dropped = False
+    if st.root and uid is not None and cfg.get("uid_drop", True):
+        try:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)  # after RLIMIT_NPROC, which root ignores; clears all capabilities
+            dropped = True
+        except OSError:
+            missing.append("uid")
+    if not dropped and os.geteuid() == 0:
+        _drop_capabilities()  # root (or root of a user namespace) with no capabilities left
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
+    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # our own /proc/self as usual (the container worker is not)
+    if st.seccomp:
+        err = seccomp.install(st.seccomp)
+        if err:
+            missing.append("seccomp")
+    try:
+        os.chdir(workdir)
+    except OSError:
+        os.chdir("/")
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+                       "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"})
+    return missing
+
+
+def _drop_capabilities() -> None:
+    machine = os.uname().machine
+    for cap in range(64):
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break
+    if machine in SYS_CAPSET:
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+        data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2: all zero
+        _libc.syscall(SYS_CAPSET[machine], header, data)

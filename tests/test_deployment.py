@@ -1,0 +1,325 @@
+"""The Prefect operations users rely on, against a real `prefect server start` (not the test harness):
+
+serve deployment stepcoder/iterate → `prefect deployment run ... --watch` commits an iteration on the tiny model →
+a run that fails mid-iteration (bad parameter) exits ≠ 0 and commits nothing → an interval schedule produces a
+run, which repeats the failed iteration → the execute fan-out runs on a Dask LocalCluster on loopback.
+Every process started here is stopped by pid, and the module checks none survived.
+
+The tests share one run in one store and run in file order (each states what it expects to find first).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psutil
+import pytest
+
+from storage import connect, open_store
+from tests.prefect_server import REPO, prefect_server, stop_tree, tail
+
+pytestmark = pytest.mark.slow
+
+RUN = "deploy"
+PREFECT = str(Path(sys.executable).parent / "prefect")
+RUN_TIMEOUT_S = 300  # one tiny iteration is ~30-60 s on 2 busy cores, plus a fresh process and vLLM start
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import flows  # noqa: F401  (Prefect env defaults for this process, before prefect is imported)
+
+    with prefect_server(tmp_path_factory.mktemp("prefect")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("deploy-run")
+
+
+def _overrides(root: Path, *extra: str) -> list[str]:
+    return [
+        f"store={root / 'store'}",
+        f"checkpoint_dir={root / 'ckpt'}",
+        "data.limit=4",
+        "curriculum.advance_threshold=0",
+        "ppo.keep_checkpoints=1",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def served(server, tiny_model, run_root):
+    """`python -m flows.serve` with the tiny config as default parameters, until the module ends."""
+    log_path = run_root / "serve.log"
+    cmd = [
+        sys.executable, "-m", "flows.serve",
+        "--param", f"run_name={RUN}",
+        "--param", "config_path=infra/configs/tiny.yaml",
+        "--param", f"overrides={json.dumps(_overrides(run_root))}",
+        "--timezone", "UTC",
+    ]
+    env = server.env  # STEPCODER_CACHE (the tiny model) comes from os.environ, set by the model_cache fixture
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_deployment(server, proc, log_path)
+        yield proc
+    finally:
+        # SIGINT = Ctrl-C: the runner stops its runs and pauses the deployment's schedules; then the rest by pid.
+        import signal
+
+        left = stop_tree(proc, first=signal.SIGINT, grace_s=30)
+        assert not left, f"serve processes survived: {left}\n{tail(log_path)}"
+
+
+def _cli(server, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([PREFECT, *args], cwd=REPO, env=server.env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _wait_for_deployment(server, proc, log_path: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"flows.serve exited with {proc.returncode}:\n{tail(log_path)}")
+        if _cli(server, "deployment", "inspect", "stepcoder/iterate").returncode == 0 and \
+                "Your flow 'stepcoder' is being served" in log_path.read_text(errors="replace"):
+            return
+        time.sleep(1)
+    raise TimeoutError(f"deployment stepcoder/iterate not served after {timeout_s} s:\n{tail(log_path)}")
+
+
+def _committed(root: Path) -> list[int]:
+    return open_store(str(root / "store")).committed_iterations(RUN)
+
+
+def _api(server):
+    """A Prefect client for this server, for reading runs and artifacts (in this process)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class _Ctx:
+        def __enter__(self):
+            self._settings = temporary_settings({PREFECT_API_URL: server.url})
+            self._settings.__enter__()
+            self._client = get_client(sync_client=True)
+            return self._client.__enter__()
+
+        def __exit__(self, *exc):
+            self._client.__exit__(*exc)
+            self._settings.__exit__(*exc)
+
+    return _Ctx()
+
+
+def test_deployment_run_commits_an_iteration(server, served, run_root):
+    assert _committed(run_root) == []
+    started = time.monotonic()
+    res = _cli(server, "deployment", "run", "stepcoder/iterate", "--param", f"run_name={RUN}",
+               "--watch", "--watch-interval", "1", "--watch-timeout", str(RUN_TIMEOUT_S), timeout=RUN_TIMEOUT_S + 30)
+    took = time.monotonic() - started
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}\n--- serve log ---\n{tail(run_root / 'serve.log', 80)}"
+    assert "Completed" in res.stdout
+    print(f"deployment run took {took:.1f} s")
+
+    assert _committed(run_root) == [1]
+    con = connect(str(run_root / "store"))
+    try:
+        n, problems = con.sql(
+            "SELECT count(*), count(DISTINCT problem_id) FROM rollouts WHERE run = ? AND iteration = 1", params=[RUN]
+        ).fetchall()[0]
+        assert (n, problems) == (8, 4)  # 4 problems × 2 samples (tiny.yaml)
+        [(ckpt,)] = con.sql("SELECT checkpoint_uri FROM iterations WHERE run = ? AND iteration = 1",
+                            params=[RUN]).fetchall()
+        assert ckpt.endswith("iter-000001") and Path(ckpt).is_dir()
+        assert con.sql("SELECT count(*) FROM train_metrics WHERE iteration = 1").fetchall()[0][0] > 0
+    finally:
+        con.close()
+
+
+def test_failing_run_exits_nonzero_and_commits_nothing(server, served, run_root):
+    before = _committed(run_root)
+    assert before == [1]
+    # Valid config (a path is just a string) that breaks mid-iteration: rollouts are generated, executed and
+    # staged, then train cannot read its DeepSpeed config. The commit never happens.
+    bad = _overrides(run_root, "ppo.deepspeed_config=infra/deepspeed/missing.json")
+    res = _cli(server, "deployment", "run", "stepcoder/iterate", "--param", f"overrides={json.dumps(bad)}",
+               "--watch", "--watch-interval", "1", "--watch-timeout", str(RUN_TIMEOUT_S), timeout=RUN_TIMEOUT_S + 30)
+    assert res.returncode != 0, res.stdout
+    assert "Failed" in res.stdout
+    assert _committed(run_root) == before
+    with _api(server) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+        from prefect.client.schemas.objects import StateType
+
+        failed = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.FAILED]))))
+    assert [r.state.message for r in failed if "missing.json" in (r.state.message or "")], "no failure message"
+    store = open_store(str(run_root / "store"))
+    assert store.read("rollouts", run=RUN, iteration=2).num_rows == 0
+    # The staged leftovers of iteration 2 exist but are invisible; the next run replaces them.
+    assert store.read_staged(RUN, 2, "rollouts").num_rows == 8
+
+
+def test_interval_schedule_produces_a_run_that_repeats_the_failed_iteration(server, served, run_root):
+    before = _committed(run_root)
+    assert before == [1]  # iteration 2 failed above: the scheduled run must redo it
+    # Interval 10 min, anchored a few seconds ahead: exactly one run falls inside this test.
+    anchor = (datetime.now(timezone.utc) + timedelta(seconds=15)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    res = _cli(server, "deployment", "schedule", "create", "stepcoder/iterate", "--interval", "600",
+               "--anchor-date", anchor, "--timezone", "UTC")
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    try:
+        run = _wait_for_scheduled_run(server, timeout_s=RUN_TIMEOUT_S + 60)
+    finally:
+        res = _cli(server, "deployment", "schedule", "clear", "stepcoder/iterate", "-y")
+        assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    assert run.state.is_completed(), f"{run.state}\n{tail(run_root / 'serve.log', 80)}"
+    assert _committed(run_root) == [1, 2]
+    assert open_store(str(run_root / "store")).read("rollouts", run=RUN, iteration=2).num_rows == 8
+
+
+def _wait_for_scheduled_run(server, timeout_s: float):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    deadline = time.monotonic() + timeout_s
+    with _api(server) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["iterate"])))
+            # auto_scheduled: created by the scheduler from the deployment's schedule, not by `deployment run`.
+            done = [r for r in runs if r.auto_scheduled and r.state and r.state.is_final()]
+            if done:
+                return done[0]
+            time.sleep(2)
+    raise TimeoutError(f"no scheduled run of stepcoder/iterate finished within {timeout_s} s")
+
+
+def test_each_iteration_publishes_an_artifact_and_the_learning_curves(server, served, run_root):
+    import flows.stepcoder_flow
+    from flows.artifacts import artifact_key
+
+    if "publish_report" not in inspect.getsource(flows.stepcoder_flow):
+        pytest.skip("the flow does not call flows.artifacts.publish_report yet")
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with _api(server) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(RUN)])))
+    assert len(arts) >= 1 and all(a.type == "markdown" for a in arts)
+    assert "Pass rate per CCCS stage" in arts[0].data
+    png = run_root / "store" / "runs" / RUN / "learning_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+PUBLISH_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import flows  # noqa: F401
+    from prefect import flow
+    from flows.artifacts import publish_report
+    from stepcoder.summary import iteration_summary
+    from storage import open_store
+
+    store_url, run = sys.argv[1:3]
+    store = open_store(store_url)
+    read = lambda table: store.read(table, run=run, iteration=1).to_pylist()
+    curriculum = read("curriculum")
+    summary = iteration_summary(run, 1, read("rollouts"), read("train_metrics"), curriculum)
+    summary.update(store=store_url, checkpoint=read("iterations")[0]["checkpoint_uri"],
+                   timings={"generate": 1.0, "execute": 0.5, "store": 0.1, "train": 2.0})
+
+    @flow(name="publish-check")
+    def publish_check():
+        return publish_report(summary, curriculum)
+
+    print(json.dumps(publish_check()))
+""")
+
+
+def test_publish_report_creates_the_artifact_and_the_png(server, run_root, tmp_path):
+    """The flow's report step against the real API, on the iteration the deployment run committed."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.artifacts import artifact_key
+
+    assert 1 in _committed(run_root)
+    script = tmp_path / "publish.py"
+    script.write_text(PUBLISH_SCRIPT)
+    res = subprocess.run([sys.executable, str(script), str(run_root / "store"), RUN], cwd=REPO, env=server.env,
+                         capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    png = run_root / "store" / "runs" / RUN / "learning_curves.png"
+    assert out["learning_curves"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with _api(server) as client:
+        [art] = [a for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(RUN)])))
+            if str(a.id) == out["artifact_id"]]
+    assert art.type == "markdown" and art.flow_run_id is not None
+    for section in ("Pass rate per CCCS stage", "Reward and outcomes", "PPO", "Curriculum movement", "Phase timings"):
+        assert f"## {section}" in art.data
+    assert "iteration 1" in art.data and str(png) in art.data
+
+
+DASK_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import flows  # noqa: F401
+    from prefect import flow, task
+    from flows.task_runners import make_task_runner
+    from stepcoder.problems import TestSpec
+    from tasks.execute import execute_chunk
+
+    @task(name="worker-pid")
+    def worker_pid():
+        return os.getpid()
+
+    @flow(name="execute-fanout")
+    def fanout(jobs, chunk_size):
+        chunks = [jobs[i:i + chunk_size] for i in range(0, len(jobs), chunk_size)]
+        futures = [execute_chunk.submit(c, "embedded", {"timeout_s": 2.0, "budget_s": 10.0, "workers": 1})
+                   for c in chunks]
+        pids = [worker_pid.submit() for _ in range(4)]
+        return [r.outcome for f in futures for r in f.result()], sorted({p.result() for p in pids})
+
+    spec = TestSpec(kind="assert", asserts=("assert add(1, 2) == 3", "assert add(-1, 1) == 0"))
+    programs = ["def add(a, b):\\n    return a + b\\n", "def add(a, b):\\n    return a - b\\n",
+                "def add(a, b):\\n    raise ValueError\\n", "def add(a, b)\\n    return a\\n"] * 3
+    runner = make_task_runner("dask", max_workers=2)
+    outcomes, pids = fanout.with_options(task_runner=runner)([(p, spec) for p in programs], 5)
+    print(json.dumps({"outcomes": outcomes, "worker_pids": pids, "flow_pid": os.getpid(),
+                      "runner": type(runner).__name__}))
+""")
+
+
+def test_execute_fanout_on_a_dask_local_cluster(server, tmp_path):
+    script = tmp_path / "dask_fanout.py"
+    script.write_text(DASK_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=server.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        left = stop_tree(proc, grace_s=5)
+        assert not left, f"dask processes survived: {left}"
+    assert proc.returncode == 0, err[-4000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["runner"] == "DaskTaskRunner"
+    assert result["outcomes"] == ["pass", "fail", "runtime_error", "compile_error"] * 3
+    # The tasks ran in the cluster's worker processes, not in the flow's.
+    assert result["worker_pids"] and result["flow_pid"] not in result["worker_pids"]
+
+
+def test_finished_runs_leave_no_flow_run_process(server, served):
+    """Each flow run is a child process of the runner; once runs finish, none may linger. (Teardown of the
+    server and the runner themselves is checked by their fixtures.)"""
+    kids = psutil.Process(served.pid).children(recursive=True)
+    running = [p for p in kids if "prefect.engine" in " ".join(p.cmdline())]
+    assert running == [], [p.cmdline() for p in running]
