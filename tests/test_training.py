@@ -74,15 +74,69 @@ def test_ppo_step_updates_policy_and_resumes_exactly(tiny_model, batch, tmp_path
     ckpt = trainer.save(tmp_path / "iter-1", tokenizer_dir=tiny_model)
     assert (ckpt / "policy" / "model.safetensors").exists() and (ckpt / "policy" / "tokenizer.json").exists()
     assert not (tmp_path / "iter-1.tmp").exists()
-    next_metrics = trainer.step(batch)
+    next_metrics = trainer.step(batch) + trainer.step(batch)  # steps k+1.. and k+2.. uninterrupted
     trainer.close()
 
     # Resume from the checkpoint: the same next step gives the same numbers.
     resumed = PPOTrainer(ckpt / "policy", tiny_model, DS_CONFIG, hp, resume_dir=ckpt)
     assert resumed.global_step == 4
-    again = resumed.step(batch)
+    again = resumed.step(batch) + resumed.step(batch)
     resumed.close()
+    assert len(again) == len(next_metrics) == 8
     for a, b in zip(next_metrics, again):
         assert a["step"] == b["step"]
         assert a["policy_loss"] == pytest.approx(b["policy_loss"], abs=1e-6)
         assert a["value_loss"] == pytest.approx(b["value_loss"], abs=1e-6)
+
+
+def _run(tiny_model, batch, engine, ds_file, steps=2, **kw):
+    from stepcoder.training.trainer import PPOHyper, PPOTrainer
+
+    ds = json.loads(resolve_repo_path(ds_file).read_text())
+    hp = PPOHyper(lr=1e-3, epochs=1, minibatch_size=2, micro_batch_size=1, engine=engine, **kw)
+    trainer = PPOTrainer(tiny_model, tiny_model, ds, hp)
+    losses = []
+    for _ in range(steps):
+        losses += [(m["policy_loss"], m["value_loss"]) for m in trainer.step(batch)]
+    params = {k: v.detach().clone() for k, v in trainer.engine.module.state_dict().items()}
+    trainer.close()
+    return losses, params
+
+
+@pytest.mark.parametrize("ds_file", ["infra/deepspeed/zero0_fp32.json", "infra/deepspeed/zero2_fp32.json"])
+def test_deepspeed_matches_a_plain_torch_loop(tiny_model, batch, ds_file):
+    ds_losses, ds_params = _run(tiny_model, batch, "deepspeed", ds_file)
+    pt_losses, pt_params = _run(tiny_model, batch, "torch", ds_file)
+    assert len(ds_losses) == len(pt_losses) == 4
+    for (a, b), (c, d) in zip(ds_losses, pt_losses):
+        assert a == pytest.approx(c, abs=1e-5) and b == pytest.approx(d, abs=1e-5)
+    for name, value in pt_params.items():
+        torch.testing.assert_close(ds_params[name], value, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_adaptive_kl_and_separate_critic_survive_a_checkpoint(tiny_model, batch, tmp_path):
+    from stepcoder.training.trainer import PPOHyper, PPOTrainer
+
+    hp = PPOHyper(lr=1e-3, minibatch_size=2, micro_batch_size=2, kl_controller="adaptive", kl_target=0.01,
+                  kl_horizon=100, critic="separate")
+    trainer = PPOTrainer(tiny_model, tiny_model, DS_CONFIG, hp)
+    trainer.step(batch)
+    first = trainer.step(batch)  # the second step sees a KL ≠ 0, so β moves
+    beta = trainer.kl_ctl.value
+    assert beta != pytest.approx(0.05) and first[0]["kl_coef"] == pytest.approx(trainer.kl_ctl.value, rel=0.5)
+    ckpt = trainer.save(tmp_path / "c", tokenizer_dir=tiny_model)
+    assert (ckpt / "critic" / "model.safetensors").exists()
+    trainer.close()
+    resumed = PPOTrainer(ckpt / "policy", tiny_model, DS_CONFIG, hp, resume_dir=ckpt)
+    assert resumed.kl_ctl.value == pytest.approx(beta)
+    assert resumed.engine.module.critic_lm is not None
+    resumed.close()
+
+
+def test_unknown_options_are_named(tiny_model):
+    from stepcoder.training.trainer import PPOHyper, PPOTrainer
+
+    with pytest.raises(ValueError, match="valid: recompute, generator"):
+        PPOTrainer(tiny_model, tiny_model, DS_CONFIG, PPOHyper(old_logprobs="vllm"))
+    with pytest.raises(ValueError, match="valid: deepspeed, torch"):
+        PPOTrainer(tiny_model, tiny_model, DS_CONFIG, PPOHyper(engine="jax"))

@@ -21,6 +21,7 @@ There is no official train/test split: use a fixed hash split (:func:`stepcoder.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,18 @@ def _io(record: dict) -> Any:
     return io
 
 
+def _solutions(value: Any) -> Any:
+    """A program, or a list of programs; a string holding a JSON list of strings (APPS style) is decoded."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            return value  # a program that starts with "["
+        if isinstance(decoded, list) and all(isinstance(s, str) for s in decoded):
+            return decoded
+    return value
+
+
 def _record(record: dict, index: int, header: str) -> Problem:
     name = _name(record, index)
     try:
@@ -69,7 +82,7 @@ def _record(record: dict, index: int, header: str) -> Problem:
         if fn_name is not None and not isinstance(fn_name, str):
             raise RecordError("malformed", "function name must be a string")
         tests = tests_from_io(_io(record), (fn_name or "").strip() or None)
-        solution = first_solution(json_field(record, *SOLUTION_FIELDS, default=None))
+        solution = first_solution(_solutions(pick(record, *SOLUTION_FIELDS, default=None)))
         return make_problem(name, "appsplus", text_field(record, *STATEMENT_FIELDS), solution, tests,
                             text_field(record, *STARTER_FIELDS, default=""),
                             pick(record, *DIFFICULTY_FIELDS, default=None), header, {"index": index})

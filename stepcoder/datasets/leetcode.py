@@ -18,9 +18,11 @@ the v0.2.0 test file's "Meidum" is read as medium).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from stepcoder.datasets._io import RecordError, guarded, iter_jsonl, text_field
@@ -36,53 +38,71 @@ SPLIT_FILES = {
 SPLITS = tuple(SPLIT_FILES)
 _DIFFICULTY = {"easy": "easy", "medium": "medium", "meidum": "medium", "hard": "hard"}
 _QUERY_TAIL = "Please complete the following python code precisely"
+_WORD = re.compile(r"[A-Za-z_]\w*")
 
 
-def split_prompt(prompt: str, uses: str = "") -> tuple[str, str]:
-    """(header for programs, helpers for tests). Top-level functions go to tests; everything else stays.
+@dataclass(frozen=True)
+class _Chunk:
+    text: str  # the statement's source, with the comments and blank lines before it
+    name: str | None  # a top-level def or class
+    is_function: bool
+    third_party: tuple[str, ...] | None  # names bound by an import of a module outside the standard library
 
-    Comments and blank lines before a statement go with it. With ``uses`` (solution + starter + test text), a
-    top-level class or function that nothing there (or in another kept definition) names is dropped: most
-    problems need neither ``TreeNode`` nor ``list_node``, and every prompt token counts.
-    """
+
+@functools.lru_cache(maxsize=32)  # a few prompt texts are shared by most records
+def _chunks(prompt: str) -> tuple[_Chunk, ...]:
     try:
         tree = ast.parse(prompt)
     except SyntaxError as exc:
         raise RecordError("malformed", f"prompt does not parse (line {exc.lineno}: {exc.msg})") from None
     lines = prompt.splitlines(keepends=True)
-    chunks, last = [], 0
+    out, last = [], 0
     for node in tree.body:
-        chunks.append((node, "".join(lines[last:node.end_lineno])))
+        name = node.name if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else None
+        out.append(_Chunk("".join(lines[last:node.end_lineno]), name, isinstance(node, ast.FunctionDef),
+                          _third_party_names(node)))
         last = node.end_lineno
-    named = {n.name for n, _ in chunks if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    kept = {n for n in named if re.search(rf"\b{n}\b", uses)} if uses else set(named)
-    grown = True
-    while grown:  # definitions the kept ones use
-        text = "".join(c for n, c in chunks if getattr(n, "name", None) in kept)
-        more = {n for n in named - kept if re.search(rf"\b{n}\b", text)}
-        grown, kept = bool(more), kept | more
-    header, helpers = [], []
-    for node, chunk in chunks:
-        name = getattr(node, "name", None)
-        if name is not None and name not in kept:
-            continue
-        if uses and _unused_third_party_import(node, uses):
-            continue  # v0.3.1 prompts import sortedcontainers; the sandbox has the standard library only
-        (helpers if isinstance(node, ast.FunctionDef) else header).append(chunk)
-    header_text = re.sub(r"\n{3,}", "\n\n", "".join(header).strip("\n"))
-    return (header_text + "\n" if header_text else ""), "".join(helpers).strip("\n")
+    return tuple(out)
 
 
-def _unused_third_party_import(node: ast.stmt, uses: str) -> bool:
+def _third_party_names(node: ast.stmt) -> tuple[str, ...] | None:
     if isinstance(node, ast.Import):
         modules, names = [a.name for a in node.names], [a.asname or a.name.split(".")[0] for a in node.names]
     elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
         modules, names = [node.module], [a.asname or a.name for a in node.names]
     else:
-        return False
+        return None
     if all(m.split(".")[0] in sys.stdlib_module_names for m in modules):
-        return False
-    return not any(n == "*" or re.search(rf"\b{re.escape(n)}\b", uses) for n in names)
+        return None
+    return tuple(names)
+
+
+def split_prompt(prompt: str, uses: str = "") -> tuple[str, str]:
+    """(header for programs, helpers for tests). Top-level functions go to tests; everything else stays.
+
+    With ``uses`` (solution + starter + test text), a top-level class or function that nothing there (or in
+    another kept definition) names is dropped: most problems need neither ``TreeNode`` nor ``list_node``, and
+    every prompt token counts. So is an unused import of a module outside the standard library (v0.3.1 prompts
+    import ``sortedcontainers``, which the sandbox does not have).
+    """
+    chunks = _chunks(prompt)
+    named = {c.name for c in chunks if c.name}
+    words = set(_WORD.findall(uses)) if uses else set()
+    kept = named & words if uses else named
+    while uses:  # definitions the kept ones use
+        more = (named - kept) & set(_WORD.findall("".join(c.text for c in chunks if c.name in kept)))
+        if not more:
+            break
+        kept |= more
+    header, helpers = [], []
+    for c in chunks:
+        if c.name is not None and c.name not in kept:
+            continue
+        if uses and c.third_party is not None and "*" not in c.third_party and not words & set(c.third_party):
+            continue
+        (helpers if c.is_function else header).append(c.text)
+    header_text = re.sub(r"\n{3,}", "\n\n", "".join(header).strip("\n"))
+    return (header_text + "\n" if header_text else ""), "".join(helpers).strip("\n")
 
 
 def _statement(record: dict) -> str:

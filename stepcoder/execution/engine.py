@@ -109,8 +109,8 @@ class PooledExecutor(Executor):
 
     def run(self, jobs: Sequence[tuple[str, TestSpec]], progress: bool | Callable[[int, int], None] = False
             ) -> list[ExecResult]:
-        """Run each ``(program, tests)`` job; results in input order. Identical jobs run once (and, with the
-        cache on, once per executor lifetime): repeats come back with ``cache_hit=True``.
+        """Run each ``(program, tests)`` job; results in input order. With the cache on (the default), identical
+        jobs run once per executor lifetime: repeats come back with ``cache_hit=True``.
 
         ``progress``: True draws a bar on stderr; a callable gets ``(done, total)`` after each result.
         """
@@ -120,7 +120,7 @@ class PooledExecutor(Executor):
         pending: dict[Future, tuple[str, list[int]]] = {}
         by_key: dict[str, Future] = {}
         for i, (program, spec) in enumerate(jobs):
-            key = job_key(program, spec, self._fingerprint)
+            key = job_key(program, spec, self._fingerprint) if self.cache is not None else str(i)
             if key in by_key:
                 pending[by_key[key]][1].append(i)
                 continue
