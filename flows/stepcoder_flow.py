@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from stepcoder.config import RunConfig, load_config
+from stepcoder.curriculum import GLOBAL_KEY
 from stepcoder.datasets import DatasetError, load_problems
 from stepcoder.models import resolve_model
 from stepcoder.rewards import reward_table
@@ -95,7 +96,9 @@ def run_iteration(cfg: RunConfig) -> dict:
     metrics, checkpoint = train(cfg, it, base_dir, policy_dir, state.checkpoint_uri, str(ckpt_dir))
     timings["train"] = time.perf_counter() - t
 
-    curriculum = advance_curriculum(plans, rollouts, cfg.curriculum.advance_threshold, cfg.curriculum.min_samples)
+    c = cfg.curriculum
+    curriculum = advance_curriculum(plans, rollouts, c.advance_threshold, c.min_samples, c.mode,
+                                    state.stages.get(GLOBAL_KEY, 0))
     stage_tables(cfg.store, cfg.run_name, it, {"curriculum": curriculum, "train_metrics": metrics})
 
     summary = iteration_summary(cfg.run_name, it, rollouts, metrics, curriculum)

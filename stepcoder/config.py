@@ -42,7 +42,16 @@ class DataConfig(_Section):
 
 class CurriculumConfig(_Section):
     enabled: bool = Field(True, description="False = every prompt is full generation (no-CCCS ablation)")
-    split_nodes: tuple[str, ...] = Field(("If", "For", "While"), description="ast node types that are split points")
+    split_nodes: tuple[Literal["If", "Else", "For", "While", "Try", "Except", "With", "Match"], ...] = Field(
+        ("If", "Else", "For", "While", "Try", "Except", "With", "Match"),
+        description="conditional statements whose first line is a split point",
+    )
+    mode: Literal["per_problem", "global"] = Field(
+        "per_problem", description="advance each problem on its own pass rate, or one shared stage on the batch's"
+    )
+    full_stage_fraction: float = Field(
+        0.1, ge=0, le=1, description="fraction of prompts asked at the final (write-it-all) stage for practice"
+    )
     advance_threshold: float = Field(
         0.8, ge=0, le=1, description="pass rate ρ at which a problem moves a stage on (0 = every iteration)"
     )

@@ -15,21 +15,59 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-DEFAULT_SPLIT_NODES: tuple[str, ...] = ("If", "For", "While")
+# Split-point kinds: the paper's "conditional statements". Else/Except are the header lines of those blocks.
+SPLIT_NODES: tuple[str, ...] = ("If", "Else", "For", "While", "Try", "Except", "With", "Match")
+DEFAULT_SPLIT_NODES = SPLIT_NODES
+
+_STATEMENTS = {
+    "If": (ast.If,),
+    "For": (ast.For, ast.AsyncFor),
+    "While": (ast.While,),
+    "Try": (ast.Try,) + ((ast.TryStar,) if hasattr(ast, "TryStar") else ()),
+    "With": (ast.With, ast.AsyncWith),
+    "Match": (ast.Match,),
+}
+
+
+def _else_line(node: ast.stmt, lines: list[str]) -> int | None:
+    """Line of the ``else:`` header of an if/for/while/try, or None (no else, or an ``elif``)."""
+    orelse = getattr(node, "orelse", None)
+    if not orelse:
+        return None
+    last = node.handlers[-1] if isinstance(node, ast.Try) and node.handlers else node.body[-1]
+    for line in range((last.end_lineno or last.lineno) + 1, orelse[0].lineno + 1):
+        if lines[line - 1].lstrip().startswith("else"):
+            return line
+    return None  # `elif`: the nested If's own line is already a split point
 
 
 def split_points(solution: str, node_types: tuple[str, ...] = DEFAULT_SPLIT_NODES) -> list[int]:
-    """Sorted, unique 1-based lines where a statement of one of ``node_types`` starts (nested ones included).
+    """Sorted, unique 1-based lines where a conditional statement of one of ``node_types`` starts.
 
-    ``elif`` is an ``If`` node in ``ast``, so each branch of an if/elif chain is its own split point.
-    A solution that does not parse has no split points (it gets a single, full-generation stage).
+    Nested statements count. ``elif`` is an ``If`` in ``ast``, so each branch of an if/elif chain is a split
+    point; ``Else`` adds ``else:`` header lines and ``Except`` the ``except ...:`` lines. A solution that does
+    not parse has no split points (it gets a single, full-generation stage).
     """
+    unknown = sorted(set(node_types) - set(SPLIT_NODES))
+    if unknown:
+        raise ValueError(f"unknown split node(s) {unknown}; valid: {', '.join(SPLIT_NODES)}")
     try:
         tree = ast.parse(solution)
     except (SyntaxError, ValueError):
         return []
-    wanted = tuple(getattr(ast, name) for name in node_types if hasattr(ast, name))
-    return sorted({node.lineno for node in ast.walk(tree) if isinstance(node, wanted)})
+    lines = solution.splitlines()
+    wanted = tuple(t for name in node_types for t in _STATEMENTS.get(name, ()))
+    points = set()
+    for node in ast.walk(tree):
+        if wanted and isinstance(node, wanted):
+            points.add(node.lineno)
+        if "Else" in node_types and isinstance(node, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try)):
+            line = _else_line(node, lines)
+            if line is not None:
+                points.add(line)
+        if "Except" in node_types and isinstance(node, ast.ExceptHandler):
+            points.add(node.lineno)
+    return sorted(points)
 
 
 def num_stages(splits: list[int]) -> int:
@@ -60,6 +98,15 @@ def stage_prefix(solution: str, splits: list[int], stage: int, starter_code: str
     return StagePrefix(stage, total, split_line, "".join(lines[: split_line - 1]))
 
 
+def full_stage_problems(problem_ids: list[str], fraction: float, seed: str) -> set[str]:
+    """The problems sampled at the final stage this iteration regardless of their curriculum stage, so the
+    model keeps practising whole programs (round(fraction × n), chosen deterministically per seed)."""
+    import random
+
+    k = round(fraction * len(problem_ids))
+    return set(random.Random(seed).sample(sorted(problem_ids), k)) if k else set()
+
+
 def next_stage(
     stage: int, total_stages: int, samples: int, passes: int, threshold: float, min_samples: int
 ) -> int:
@@ -77,18 +124,44 @@ class StageResult:
     """One problem's samples at its stage in one iteration."""
 
     problem_id: str
-    stage: int
+    stage: int  # the problem's curriculum stage
     num_stages: int
     split_line: int | None
     samples: int
     passes: int
+    full_stage: bool = False  # sampled at the final stage for practice: says nothing about its own stage
 
 
-def advance(results: list[StageResult], threshold: float, min_samples: int) -> list[dict]:
-    """Apply the advance rule per problem; one ``curriculum`` table row each."""
+GLOBAL_KEY = "__global__"  # curriculum row holding the shared stage index in global mode
+MODES = ("per_problem", "global")
+
+
+def advance(
+    results: list[StageResult], threshold: float, min_samples: int, mode: str = "per_problem",
+    global_stage: int = 0,
+) -> list[dict]:
+    """Apply the advance rule; one ``curriculum`` table row per problem (+ one ``__global__`` row in global mode).
+
+    per_problem: each problem moves on when *its* pass rate at its stage reaches ρ.
+    global: one shared stage index g moves on when the pass rate of the whole batch (practice samples at the
+    final stage excluded) reaches ρ; each problem then sits at min(g, its last stage).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown curriculum mode {mode!r}; valid: {', '.join(MODES)}")
+    counted = [r for r in results if not r.full_stage]
+    if mode == "global":
+        samples = sum(r.samples for r in counted)
+        passes = sum(r.passes for r in counted)
+        deepest = max((r.num_stages for r in results), default=1)
+        new_global = next_stage(global_stage, deepest, samples, passes, threshold, min_samples)
     rows = []
     for r in results:
-        after = next_stage(r.stage, r.num_stages, r.samples, r.passes, threshold, min_samples)
+        if r.full_stage:
+            after = r.stage
+        elif mode == "global":
+            after = min(new_global, r.num_stages - 1)
+        else:
+            after = next_stage(r.stage, r.num_stages, r.samples, r.passes, threshold, min_samples)
         rows.append({
             "problem_id": r.problem_id,
             "stage_before": r.stage,
@@ -99,5 +172,11 @@ def advance(results: list[StageResult], threshold: float, min_samples: int) -> l
             "passes": r.passes,
             "pass_rate": r.passes / r.samples if r.samples else 0.0,
             "advanced": after != r.stage,
+            "full_stage": r.full_stage,
         })
+    if mode == "global":
+        rows.append({"problem_id": GLOBAL_KEY, "stage_before": global_stage, "stage_after": new_global,
+                     "num_stages": None, "split_line": None, "samples": samples, "passes": passes,
+                     "pass_rate": passes / samples if samples else 0.0, "advanced": new_global != global_stage,
+                     "full_stage": False})
     return rows

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from stepcoder.completion import Program, to_program
-from stepcoder.curriculum import num_stages, split_points, stage_prefix
+from stepcoder.curriculum import GLOBAL_KEY, num_stages, split_points, stage_prefix
 from stepcoder.execution import ExecResult
 from stepcoder.fgo import fgo_mask
 from stepcoder.generation.types import Completion
@@ -24,11 +24,13 @@ class PromptPlan:
     """What one prompt asks: a problem at a CCCS stage."""
 
     problem: Problem
-    stage: int
+    stage: int  # the stage this prompt was cut at
     num_stages: int
     split_line: int | None
     prefix: str
     prompt: str
+    curriculum_stage: int = 0  # the problem's own curriculum stage (differs for full-stage practice prompts)
+    full_stage: bool = False
 
 
 def sample_problems(problems: Sequence[Problem], k: int, seed: int, iteration: int) -> list[Problem]:
@@ -43,17 +45,30 @@ def plan_prompts(
     curriculum: bool,
     split_nodes: tuple[str, ...],
     chat_template: Callable[[str], str] | None,
+    mode: str = "per_problem",
+    full_stage: set[str] | frozenset[str] = frozenset(),
 ) -> list[PromptPlan]:
-    """Prompt per problem at its current stage; without curriculum every prompt is full generation."""
+    """Prompt per problem at its current stage.
+
+    Without curriculum every prompt is full generation. In global mode every problem sits at the shared
+    stage index (capped at its own last stage). Problems in ``full_stage`` are asked at the final stage this
+    iteration, for practice, without touching their curriculum stage.
+    """
     plans = []
     for problem in problems:
         splits = split_points(problem.solution, split_nodes)
         total = num_stages(splits)
-        stage = stages.get(problem.problem_id, 0) if curriculum else total - 1
-        cut = stage_prefix(problem.solution, splits, stage, problem.starter_code)
+        if not curriculum:
+            own = total - 1
+        elif mode == "global":
+            own = min(stages.get(GLOBAL_KEY, 0), total - 1)
+        else:
+            own = min(stages.get(problem.problem_id, 0), total - 1)
+        practice = curriculum and problem.problem_id in full_stage
+        cut = stage_prefix(problem.solution, splits, total - 1 if practice else own, problem.starter_code)
         plans.append(
             PromptPlan(problem, cut.stage, total, cut.split_line, cut.prefix,
-                       render_prompt(problem, cut.prefix, chat_template))
+                       render_prompt(problem, cut.prefix, chat_template), own, practice)
         )
     return plans
 

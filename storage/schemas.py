@@ -76,6 +76,7 @@ CURRICULUM = _schema(
     ("passes", pa.int32()),
     ("pass_rate", pa.float32()),
     ("advanced", pa.bool_()),
+    ("full_stage", pa.bool_()),  # sampled at the final stage for practice this iteration (stage unchanged)
 )
 
 # One row per optimizer step (minibatch) of PPO.

@@ -41,7 +41,8 @@ import pyarrow.parquet as pq
 
 from storage.lock import RunLock
 from storage.objects import (
-    arrow_filesystem, create_only, filesystem, invalidate, is_local, list_files, read_bytes, remove, write_atomic,
+    arrow_filesystem, create_only, filesystem, invalidate, is_local, list_files, read_bytes, read_many, remove,
+    write_atomic,
 )
 from storage.schemas import PARTITION_FIELDS, REQUIRED, SCHEMA_VERSION, SCHEMA_VERSION_FIELD, TABLES
 
@@ -49,10 +50,14 @@ _RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe as a path segment 
 _MARKER_RE = re.compile(r"run=([^/]+)/iteration=(\d+)\.json$")
 MARKER_FORMAT = 2  # 1: marker without a file list (files found by listing the partition dirs)
 
-# Parquet layout, measured by bench/store.py. One row group per iteration file (10k rollouts ~ 40 MB): a
-# GROUP BY reads a few small column chunks per file. Token columns get no statistics (min/max of token
-# ids prune nothing) and float logprobs are byte-stream-split, which zstd compresses ~20% better.
+# Parquet layout, measured by bench/store.py. One row group per iteration file (10k rollouts ~ 30 MB).
+# The bulky columns (text, tokens) are stored last, so the scalar columns that queries group and filter
+# on sit together and a reader fetches them in one coalesced range instead of one request per column.
+# Token columns get no statistics (min/max of token ids prune nothing); float logprobs are
+# byte-stream-split, which zstd compresses better.
 _ROW_GROUP_ROWS = 1 << 20
+_BULKY = ("prompt", "completion", "program", "prompt_ids", "completion_ids", "old_logprobs", "fgo_mask",
+          "executed_lines")
 _NO_STATS = {"prompt_ids", "completion_ids", "old_logprobs", "fgo_mask", "executed_lines"}
 _BYTE_STREAM_SPLIT = {"old_logprobs"}
 
@@ -152,8 +157,8 @@ class Store:
 
     def _staged(self, run: str, iteration: int) -> dict[str, dict]:
         """table -> staging pointer of every staged table of (run, iteration)."""
-        paths = list_files(self.fs, self._staging_dir(run, iteration), ".json")
-        blobs = self.fs.cat(paths) if paths else {}  # one batched request on object stores
+        paths = list_files(self.arrow_fs, self._staging_dir(run, iteration), ".json")
+        blobs = read_many(self.arrow_fs, paths)
         out = {}
         for p in paths:
             pointer = json.loads(blobs[p])
@@ -225,10 +230,10 @@ class Store:
         """Delete the staging pointers and every data file of (run, iteration) not in ``keep``."""
         garbage = []
         for name in TABLES:
-            for path in list_files(self.fs, self._partition_dir(name, run, iteration), ".parquet"):
+            for path in list_files(self.arrow_fs, self._partition_dir(name, run, iteration), ".parquet"):
                 if self._rel(path) not in keep:
                     garbage.append(path)
-        garbage += list_files(self.fs, self._staging_dir(run, iteration))
+        garbage += list_files(self.arrow_fs, self._staging_dir(run, iteration))
         remove(self.fs, garbage)
         if self.local:
             shutil.rmtree(self._staging_dir(run, iteration), ignore_errors=True)
@@ -248,18 +253,18 @@ class Store:
     # ---- reading -----------------------------------------------------------------------------------
     def _marker_keys(self, run: str | None = None) -> list[tuple[str, int, str]]:
         """(run, iteration, marker path) of every commit marker, sorted; one listing, no reads."""
-        invalidate(self.fs)
+        directory = f"{self.root}/_commits" + (f"/run={run}" if run else "")
         out = []
-        for p in self.fs.glob(f"{self.root}/_commits/run={run or '*'}/iteration=*.json"):
+        for p in list_files(self.arrow_fs, directory, ".json", recursive=True):
             m = _MARKER_RE.search(p)
-            if m:
+            if m and (run is None or m.group(1) == run):
                 out.append((m.group(1), int(m.group(2)), p))
         return sorted(out)
 
     def _commits(self, run: str | None = None, iteration: int | None = None) -> list[Commit]:
         """Every commit (optionally of one run / iteration), with its file lists."""
         keys = [k for k in self._marker_keys(run) if iteration is None or k[1] == iteration]
-        blobs = self.fs.cat([p for _, _, p in keys]) if keys else {}  # batched GETs on object stores
+        blobs = read_many(self.arrow_fs, [p for _, _, p in keys])
         return [self._parse_marker(r, it, blobs[p]) for r, it, p in keys if p in blobs]
 
     def _read_commit(self, run: str, iteration: int) -> Commit | None:
@@ -276,7 +281,7 @@ class Store:
             # A format-1 marker: the iteration's files are whatever its partition dirs hold.
             files = {}
             for name in TABLES:
-                found = list_files(self.fs, self._partition_dir(name, run, iteration), ".parquet")
+                found = list_files(self.arrow_fs, self._partition_dir(name, run, iteration), ".parquet")
                 if found:
                     files[name] = [self._rel(p) for p in found]
         try:
@@ -316,10 +321,13 @@ class Store:
         return self._dataset(table, self._commits(run, iteration)).to_table(columns=columns)
 
     def _read_file(self, path: str, columns: list[str] | None = None) -> pa.Table:
-        if columns is not None:
-            present = set(pq.read_schema(path, filesystem=self.arrow_fs).names)
-            columns = [c for c in columns if c in present]
-        return pq.read_table(path, columns=columns, filesystem=self.arrow_fs, partitioning=None)
+        """One data file, columns in the order asked for (default: the schema's); one footer read."""
+        with self.arrow_fs.open_input_file(path) as f:
+            pf = pq.ParquetFile(f, pre_buffer=True)  # pre_buffer: coalesced, concurrent range reads
+            present = set(pf.schema_arrow.names)
+            wanted = columns if columns is not None else TABLES[_table_of(path)].names
+            order = [c for c in wanted if c in present]
+            return pf.read(columns=order).select(order)
 
     def _dataset(self, table: str, commits: list[Commit]) -> ds.FileSystemDataset:
         """A pyarrow dataset over the committed files of ``table``, in commit order, with the full schema.
@@ -369,6 +377,7 @@ def _file_set(files: Commit | dict[str, list[str]]) -> set[str]:
 
 def _write_parquet(table: pa.Table, f) -> None:
     names = set(table.column_names)
+    table = table.select([n for n in table.column_names if n not in _BULKY] + [n for n in _BULKY if n in names])
     pq.write_table(
         table, f, compression="zstd", row_group_size=_ROW_GROUP_ROWS,
         write_statistics=[n for n in table.column_names if n not in _NO_STATS],
@@ -452,6 +461,11 @@ def _schema(table: str) -> pa.Schema:
 def _with_partitions(schema: pa.Schema) -> pa.Schema:
     # Partition columns last, the order DuckDB's hive_partitioning gives.
     return pa.schema(list(schema) + list(PARTITION_FIELDS))
+
+
+def _table_of(path: str) -> str:
+    """The table a data file belongs to: the directory above run=<run>/iteration=<n>/<file>."""
+    return path.rsplit("/", 4)[-4]
 
 
 def _check_key(run: str, iteration: int) -> None:

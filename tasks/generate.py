@@ -6,6 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from stepcoder.config import RunConfig
+from stepcoder.curriculum import full_stage_problems
 from stepcoder.problems import Problem
 from stepcoder.prompts import chat_renderer
 from stepcoder.rollouts import plan_prompts
@@ -34,7 +35,10 @@ def generate(cfg: RunConfig, problems: list[Problem], stages: dict[str, int], ba
              iteration: int):
     engine = _engine(cfg, base_dir, policy_dir)
     chat = chat_renderer(engine.tokenizer, cfg.model.prompt_format)
-    plans = plan_prompts(problems, stages, cfg.curriculum.enabled, cfg.curriculum.split_nodes, chat)
+    c = cfg.curriculum
+    practice = full_stage_problems([p.problem_id for p in problems], c.full_stage_fraction,
+                                   f"{cfg.data.seed}:{iteration}")
+    plans = plan_prompts(problems, stages, c.enabled, c.split_nodes, chat, c.mode, practice)
     g = cfg.generation
     completions = engine.generate(
         [p.prompt for p in plans], n=g.n_samples, temperature=g.temperature, top_p=g.top_p,

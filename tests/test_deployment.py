@@ -289,13 +289,14 @@ DASK_SCRIPT = textwrap.dedent("""
         pids = [worker_pid.submit() for _ in range(4)]
         return [r.outcome for f in futures for r in f.result()], sorted({p.result() for p in pids})
 
-    spec = TestSpec(kind="assert", asserts=("assert add(1, 2) == 3", "assert add(-1, 1) == 0"))
-    programs = ["def add(a, b):\\n    return a + b\\n", "def add(a, b):\\n    return a - b\\n",
-                "def add(a, b):\\n    raise ValueError\\n", "def add(a, b)\\n    return a\\n"] * 3
-    runner = make_task_runner("dask", max_workers=2)
-    outcomes, pids = fanout.with_options(task_runner=runner)([(p, spec) for p in programs], 5)
-    print(json.dumps({"outcomes": outcomes, "worker_pids": pids, "flow_pid": os.getpid(),
-                      "runner": type(runner).__name__}))
+    if __name__ == "__main__":  # Dask's worker processes are spawned: they re-import this module
+        spec = TestSpec(kind="assert", asserts=("assert add(1, 2) == 3", "assert add(-1, 1) == 0"))
+        programs = ["def add(a, b):\\n    return a + b\\n", "def add(a, b):\\n    return a - b\\n",
+                    "def add(a, b):\\n    raise ValueError\\n", "def add(a, b)\\n    return a\\n"] * 3
+        runner = make_task_runner("dask", max_workers=2)
+        outcomes, pids = fanout.with_options(task_runner=runner)([(p, spec) for p in programs], 5)
+        print(json.dumps({"outcomes": outcomes, "worker_pids": pids, "flow_pid": os.getpid(),
+                          "runner": type(runner).__name__}))
 """)
 
 

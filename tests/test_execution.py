@@ -165,19 +165,12 @@ def test_executed_lines_are_a_union_over_tests(ex):
     assert run1(ex, SIGN, spec).executed_lines == [1, 2, 3, 5]
 
 
-PY312 = Path("/root/.pyenv/versions/3.12.1/bin/python3")
-
-
-@pytest.mark.skipif(not (IS_ROOT and PY312.exists()), reason="needs root and pyenv Python 3.12")
-def test_sys_monitoring_coverage_matches_settrace(ex):
-    # pyenv under /root is unreadable to uid 65534, so this runner keeps root: our own, trusted program.
-    with make_executor(python=str(PY312), uid=None, workers=1) as executor:
-        result = run1(executor, SIGN + "\nUNUSED = 0\n", ASSERT_SIGN)
-        stdio = run1(executor, "x = int(input())\nif x:\n    print(x)\nelse:\n    print(0)\n",
-                     TestSpec(kind="stdio", inputs=("5",), outputs=("5",)))
-    assert result.runner["coverage"] == "sys.monitoring"
-    assert result.executed_lines == run1(ex, SIGN + "\nUNUSED = 0\n", ASSERT_SIGN).executed_lines
-    assert stdio.outcome == "pass" and stdio.executed_lines == [1, 2, 3]
+def test_runner_under_a_private_home_is_readable_in_the_view(ex):
+    """The runner interpreter may live where uid 65534 cannot read (pyenv under /root, mode 700): the worker's
+    filesystem view binds its prefix read-only at the same path, so programs still import its stdlib."""
+    spec = TestSpec(kind="stdio", inputs=("",), outputs=("65534 True",))
+    program = "import os, json, decimal\nprint(os.getuid(), os.path.exists(os.__file__))\n"
+    assert run1(ex, program, spec).outcome == "pass"
 
 
 def test_coverage_off(ex):

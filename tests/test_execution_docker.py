@@ -53,6 +53,18 @@ def dex(client):
         yield executor
 
 
+def running(pool, future) -> list:
+    """The pool's worker slots running ``future``'s job, once it has started (a moment after assignment)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        slots = [s for s in list(pool._slots.values()) if s.task is not None and s.task.future is future]
+        if slots:
+            time.sleep(0.1)
+            return slots
+        time.sleep(0.01)
+    raise AssertionError("the job never started")
+
+
 def pool_containers(client, executor):
     return client.containers.list(all=True, filters={"label": f"stepcoder.pool={executor._pool_id}"})
 
@@ -108,10 +120,8 @@ def test_docker_agrees_with_embedded(dex):
 def test_a_dead_container_is_replaced(client, dex):
     restarts = dex._pool.restarts
     future = dex.submit("import time\ntime.sleep(30)\n", ASSERT_SIGN)
-    time.sleep(1.0)
-    for slot in list(dex._pool._slots.values()):
-        if slot.task is not None:
-            client.api.kill(slot.transport.cid)
+    for slot in running(dex._pool, future):
+        client.api.kill(slot.transport.cid)
     result = future.result(timeout=60)
     assert result.outcome == "runtime_error" and "sandbox worker died" in result.error
     deadline = time.monotonic() + 60

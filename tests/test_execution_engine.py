@@ -38,6 +38,18 @@ def ex():
         yield executor
 
 
+def running(pool, future) -> list:
+    """The pool's worker slots running ``future``'s job, once it has started (a moment after assignment)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        slots = [s for s in list(pool._slots.values()) if s.task is not None and s.task.future is future]
+        if slots:
+            time.sleep(0.1)
+            return slots
+        time.sleep(0.01)
+    raise AssertionError("the job never started")
+
+
 def mbpp_sample(n: int = 40) -> list[tuple[str, TestSpec]]:
     jobs = []
     for line in MBPP.open():
@@ -170,13 +182,10 @@ def test_coverage_off():
 
 
 def test_a_killed_worker_is_replaced(ex):
-    slot = next(iter(ex._pool._slots.values()))
     restarts = ex._pool.restarts
     future = ex.submit("import time\ntime.sleep(30)\n", ASSERT_SIGN)
-    time.sleep(0.5)
-    for s in list(ex._pool._slots.values()):  # kill the worker running it
-        if s.task is not None:
-            os.killpg(s.transport.proc.pid, signal.SIGKILL)
+    for s in running(ex._pool, future):  # kill the worker running it
+        os.killpg(s.transport.proc.pid, signal.SIGKILL)
     result = future.result(timeout=30)
     assert result.outcome == "runtime_error" and "sandbox worker died" in result.error
     deadline = time.monotonic() + 30
@@ -184,7 +193,6 @@ def test_a_killed_worker_is_replaced(ex):
         time.sleep(0.05)
     assert ex._pool.restarts == restarts + 1
     assert [r.outcome for r in ex.run([(SIGN + f"# {i}\n", ASSERT_SIGN) for i in range(6)])] == ["pass"] * 6
-    assert slot is not None
 
 
 def test_concurrent_runs_from_threads(ex):

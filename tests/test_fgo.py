@@ -85,3 +85,7 @@ def test_tokens_dropped_by_cleaning_are_masked():
     spans = [(0, 4), (4, 10), (10, 13), (13, 17), (17, len(completion))]
     mask = fgo_mask(program, spans, [1, 2], compile_error=False)
     assert mask == [1, 1, 1, 0, 0]
+
+
+def test_fgo_mask_token_by_token_default_tokenizer(smollm2_tokenizer, executed):
+    _check_token_by_token(smollm2_tokenizer, executed)

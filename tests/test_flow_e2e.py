@@ -82,3 +82,35 @@ def test_sql_cli_returns_the_stored_rows(two_iterations):
         capture_output=True, text=True, check=True,
     ).stdout
     assert [json.loads(line) for line in out.splitlines()] == [{"iteration": 1, "n": 8}, {"iteration": 2, "n": 8}]
+
+
+STAGES_AND_FGO_SQL = """
+SELECT c.iteration, c.stage_after AS stage, count(*) AS problems,
+       any_value(f.masked_fraction) AS fgo_masked_fraction
+FROM curriculum c
+JOIN (SELECT run, iteration, avg(1 - list_sum(fgo_mask) / len(fgo_mask)) AS masked_fraction
+      FROM rollouts GROUP BY ALL) f USING (run, iteration)
+WHERE c.run = ? AND c.problem_id <> '__global__'
+GROUP BY ALL ORDER BY ALL
+"""
+
+
+def test_sql_shows_problems_per_stage_and_fgo_masked_fraction(two_iterations):
+    root, _, _ = two_iterations
+    store = open_store(str(root / "store"))
+    con = store.connect()
+    rows = con.execute(STAGES_AND_FGO_SQL, ["e2e"]).fetchall()
+    con.close()
+    curriculum = store.read("curriculum", run="e2e").to_pylist()
+    rollouts = store.read("rollouts", run="e2e").to_pylist()
+    for iteration in (1, 2):
+        expected_stages = {}
+        for c in curriculum:
+            if c["iteration"] == iteration:
+                expected_stages[c["stage_after"]] = expected_stages.get(c["stage_after"], 0) + 1
+        got = {stage: n for it, stage, n, _ in rows if it == iteration}
+        assert got == expected_stages
+        masks = [r["fgo_mask"] for r in rollouts if r["iteration"] == iteration]
+        expected_fraction = sum(1 - sum(m) / len(m) for m in masks) / len(masks)
+        fractions = {f for it, _, _, f in rows if it == iteration}
+        assert len(fractions) == 1 and fractions.pop() == pytest.approx(expected_fraction)

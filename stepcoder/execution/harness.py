@@ -66,14 +66,13 @@ def _global_tracer(frame, event, arg):
     return _local_tracer if frame.f_code.co_filename == CANDIDATE else None
 
 
-def _start_coverage(enabled: bool) -> str:
-    if not enabled:
-        return "off"
+def prepare() -> str:
+    """Once, in the worker before it forks children: what every child can inherit (the alarm handler, the
+    coverage tool). Returns the coverage mechanism this interpreter offers."""
+    signal.signal(signal.SIGALRM, _on_alarm)
+    builtins.exit = builtins.quit = sys.exit  # `python -S` leaves these undefined
     mon = getattr(sys, "monitoring", None)
-    if mon is None:  # Python < 3.12: sys.settrace around each run of program code (see _timed)
-        import threading
-
-        threading.settrace(_global_tracer)  # threads the program starts
+    if mon is None:
         return "settrace"
 
     def on_line(code, line):
@@ -81,8 +80,19 @@ def _start_coverage(enabled: bool) -> str:
         return mon.DISABLE  # each location reports once, so coverage costs almost nothing after
 
     mon.use_tool_id(mon.COVERAGE_ID, "stepcoder")
-    mon.register_callback(mon.COVERAGE_ID, mon.events.LINE, on_line)
+    mon.register_callback(mon.COVERAGE_ID, mon.events.LINE, on_line)  # no events yet: see _monitor
     return "sys.monitoring"
+
+
+def _start_coverage(enabled: bool) -> str:
+    if not enabled:
+        return "off"
+    if getattr(sys, "monitoring", None) is not None:
+        return "sys.monitoring"  # events go on the program's code objects once compiled (_monitor)
+    import threading
+
+    threading.settrace(_global_tracer)  # Python < 3.12: threads the program starts; see _timed for the rest
+    return "settrace"
 
 
 def _monitor(code) -> None:
@@ -423,9 +433,7 @@ def run_program(job: dict, result_fd: int, missing: list) -> None:
     try:
         coverage = _start_coverage(job["coverage"])
         _emit({"t": "start", "python": sys.version.split()[0], "coverage": coverage, "missing": missing}, hold=True)
-        signal.signal(signal.SIGALRM, _on_alarm)
         os._exit = _candidate_exit
-        builtins.exit = builtins.quit = sys.exit  # `python -S` leaves these undefined
         _set_stdin("")
         _set_stdout(job["max_output_bytes"], strict=False)  # stdout of assert/call programs is discarded
         sys.stderr = io.TextIOWrapper(io.BufferedWriter(_Sink(0, False)), encoding="utf-8", errors="replace")

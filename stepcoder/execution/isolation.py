@@ -11,8 +11,11 @@ Two levels (see ``worker.py`` for the process layout):
   not /root, /home, /work, /run (the Docker socket), nor the host's /tmp and its Unix sockets. The zygote then
   forks one child per program. In ``container`` mode the container provides all of that (``docker_sandbox.py``)
   and the worker, already PID 1 of the container, only checks it.
+- ``lock_worker`` then applies to the worker itself what every child inherits: the seccomp filter (with
+  no-new-privileges), rlimits that do not bind the worker, a minimal environment, cwd /tmp.
 - ``confine_child`` runs in each program's child before any program code: own session, fds 0-2 on /dev/null,
-  rlimits, the uid drop, PR_SET_PDEATHSIG, no-new-privileges, the seccomp filter, cwd /tmp, a minimal environment.
+  address-space and CPU rlimits, the uid drop. Few syscalls: every Python-level step in a fresh fork costs page
+  copies, so whatever can be inherited is set once, in the worker.
 
 Because the zygote is PID 1 of a namespace that holds nothing but the current program, ``kill(-1, SIGKILL)``
 after each program reaps everything the program left behind, daemons included.
@@ -73,6 +76,8 @@ class WorkerState:
         self.oom_fd = -1  # memory.oom_control of the worker's cgroup, read after each program
         self.seccomp = None  # the filter program, built once
         self.devnull = -1
+        self.oom_adj_fd = -1  # our /proc/self/oom_score_adj (root zygote): children are forked at 1000
+        self.uid_drop = False
 
 
 # ---------------------------------------------------------------- the worker (once)
@@ -253,12 +258,53 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
+# ---------------------------------------------------------------- what every child inherits (once per worker)
+
+
+def lock_worker(cfg: dict, st: WorkerState) -> None:
+    """After set-up and preloading: give the worker itself everything its children can inherit, so a child's own
+    confinement is a handful of syscalls (every Python-level step in a fresh fork costs page copies).
+
+    - rlimits that bind programs and not the worker (file size, open files, no core, no locked memory, no
+      message queues, processes: RLIMIT_NPROC does not bind root);
+    - the seccomp filter (with no-new-privileges): the worker needs none of what it denies from here on;
+    - the environment and, with a private /tmp, the working directory;
+    - without the root uid drop (a user namespace), no capabilities at all.
+    """
+    limits = (("NPROC", cfg["nproc"]), ("FSIZE", cfg["file_mb"] * MB), ("NOFILE", 256), ("CORE", 0),
+              ("MEMLOCK", 0), ("MSGQUEUE", 0))
+    for name, value in limits:
+        try:  # soft == hard: nothing below can raise them back
+            resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
+        except (ValueError, OSError, AttributeError):
+            st.missing.append("rlimit_" + name.lower())
+    st.uid_drop = st.root and cfg.get("uid") is not None and cfg.get("uid_drop", True)
+    if os.geteuid() == 0 and not st.uid_drop:
+        _drop_capabilities()
+    workdir = "/tmp" if st.private_tmp else "/"
+    os.chdir(workdir)
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
+                       "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"})
+    if st.root and st.pid1 and not cfg["mode"] == "container":
+        try:  # set to 1000 around each fork, so children start as the OOM killer's first victims
+            st.oom_adj_fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        except OSError:
+            pass
+    if st.seccomp:
+        err = seccomp.install(st.seccomp)
+        if err:
+            st.applied.remove("seccomp")
+            st.missing.append("seccomp")
+            sys.stderr.write(f"stepcoder worker: no seccomp: {err}\n")
+
+
 # ---------------------------------------------------------------- each program's child (before program code)
 
 
 def confine_child(cfg: dict, st: WorkerState, result_fd: int, workdir: str) -> list:
-    """Confine the calling (freshly forked) process. Returns the protections that could not be applied.
-    Must not raise: the caller runs program code next, with whatever was applied."""
+    """Confine the calling (freshly forked) process; ``lock_worker`` already gave it the rest. Returns the
+    protections that could not be applied. Must not raise: the caller runs program code next."""
     missing = []
     os.setsid()  # own session and process group: killed as a group
     for fd in (0, 1, 2):  # never the worker's pipes: the program could forge frames
@@ -267,43 +313,32 @@ def confine_child(cfg: dict, st: WorkerState, result_fd: int, workdir: str) -> l
     if result_fd != keep:
         os.dup2(result_fd, keep, inheritable=False)  # programs the candidate execs do not get it
     os.closerange(keep + 1, 1 << 16)
-    try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")  # the program, never the worker, is the OOM killer's victim
-    except OSError:
-        pass
-    limits = (("AS", cfg["memory_mb"] * MB), ("CPU", int(cfg["cpu_s"])), ("NPROC", cfg["nproc"]),
-              ("FSIZE", cfg["file_mb"] * MB), ("NOFILE", 256), ("CORE", 0), ("MEMLOCK", 0), ("MSGQUEUE", 0))
-    for name, value in limits:
-        try:  # soft == hard: the program cannot raise it back; CPU at the limit is SIGXCPU, then SIGKILL
-            resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
-        except (ValueError, OSError, AttributeError):
-            missing.append("rlimit_" + name.lower())
-    uid = cfg.get("uid")
-    dropped = False
-    if st.root and uid is not None and cfg.get("uid_drop", True):
+    if st.oom_adj_fd < 0:
+        try:
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            os.write(fd, b"1000")  # the program, never the worker, is the OOM killer's victim
+            os.close(fd)
+        except OSError:
+            pass
+    for limit, value in ((resource.RLIMIT_AS, cfg["memory_mb"] * MB), (resource.RLIMIT_CPU, int(cfg["cpu_s"]))):
+        try:  # per process: the worker must not carry these. CPU at the limit: SIGXCPU, then SIGKILL
+            resource.setrlimit(limit, (value, value))
+        except (ValueError, OSError):
+            missing.append("rlimits")
+    if st.uid_drop:
+        uid = cfg["uid"]
         try:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)  # after RLIMIT_NPROC, which root ignores; clears all capabilities
-            dropped = True
+            os.setresuid(uid, uid, uid)  # clears every capability
         except OSError:
             missing.append("uid")
-    if not dropped and os.geteuid() == 0:
-        _drop_capabilities()  # root (or root of a user namespace) with no capabilities left
-    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # after setuid, which clears it
-    _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # our own /proc/self as usual (the container worker is not)
-    if st.seccomp:
-        err = seccomp.install(st.seccomp)
-        if err:
-            missing.append("seccomp")
-    try:
+        _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the uid change made us undumpable: our own /proc/self back
+    if not st.pid1:  # no PID namespace to die with: die with the worker
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if workdir != os.environ.get("HOME"):  # no private /tmp: a scratch directory per program
         os.chdir(workdir)
-    except OSError:
-        os.chdir("/")
-    os.environ.clear()
-    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-                       "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"})
+        os.environ.update({"HOME": workdir, "TMPDIR": workdir})
     return missing
 
 

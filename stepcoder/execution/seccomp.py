@@ -145,7 +145,8 @@ class _SockFprog(ctypes.Structure):
 
 
 def install(program: bytes) -> str:
-    """Load ``program`` into the calling thread (inherited by its forks). Returns "" or why it failed."""
+    """Load ``program`` into the calling thread, for good (inherited by its forks, kept across exec).
+    Returns "" or why it failed."""
     libc = ctypes.CDLL(None, use_errno=True)
     buf = ctypes.create_string_buffer(program, len(program))
     fprog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))

@@ -249,6 +249,8 @@ def _run(chan: _Channel, cfg: dict, st, job: dict) -> None:
     ooms = _oom_kills(st)
     marks = {}
     t0 = time.monotonic()
+    if st.oom_adj_fd >= 0:
+        os.pwrite(st.oom_adj_fd, b"1000", 0)  # inherited by the child...
     pid = os.fork()
     if pid == 0:
         try:
@@ -257,6 +259,8 @@ def _run(chan: _Channel, cfg: dict, st, job: dict) -> None:
             harness.run_program(job, 3, missing)
         finally:
             os._exit(70)
+    if st.oom_adj_fd >= 0:
+        os.pwrite(st.oom_adj_fd, b"-1000", 0)  # ...while the zygote goes back to never being chosen
     t_fork = time.monotonic()
     os.close(wfd)
     try:
@@ -289,6 +293,8 @@ def main(cfg: dict) -> None:
             __import__(name)  # imported once here, free in every fork
         except Exception:
             pass
+    harness.prepare()
+    isolation.lock_worker(cfg, st)
     import gc
 
     gc.freeze()  # a collection in a child must not touch (and so copy) every page it shares with us

@@ -1,0 +1,195 @@
+"""Execution bench: programs per second of each way to run untrusted programs, measured side by side in one run.
+
+    .venv/bin/python bench/exec.py [--workers 2] [--scale 1.0] [--no-docker]
+
+Rows (each at ``--workers`` programs at once, results checked):
+
+- embedded sandbox: pre-started workers, a fork per program, full isolation (the protections it reports);
+- fresh process: a new ``python3`` per program running the program and its asserts, no isolation at all (what
+  APPS/CodeRL-style harnesses do); the baseline for the embedded target;
+- docker backend: warm containers, a fork per program inside;
+- ``docker run`` per program: a fresh container per program; the baseline for the Docker target.
+
+Columns: a trivial program (one function, one assert) and MBPP canonical solutions (tasks 601+, their 3 asserts).
+Then coverage overhead: a CPU-heavy program with executed-line recording on vs off, for the default runner
+interpreter (the cheapest available: sys.monitoring on Python >= 3.12) and for Python 3.11's settrace.
+
+Targets (issue 3, 2 cores): embedded >= 10x fresh process and >= 300 trivial programs/s with full isolation;
+Docker backend >= 10x ``docker run``; coverage overhead <= 1.5x on the default runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script
+
+from stepcoder.execution import make_executor  # noqa: E402
+from stepcoder.execution.sandbox import runner_candidates  # noqa: E402
+from stepcoder.problems import TestSpec  # noqa: E402
+
+MBPP = REPO / "data" / "mbpp" / "mbpp.jsonl"
+TRIVIAL = "def add_one(x):\n    return x + 1\n"
+TRIVIAL_TEST = "assert add_one(1) == 2"
+# CPU-bound, line-heavy: a sieve and a nested loop (~0.3 s without coverage)
+HEAVY = """def work(n):
+    sieve = [True] * n
+    count = 0
+    for i in range(2, n):
+        if sieve[i]:
+            count += 1
+            for j in range(i * i, n, i):
+                sieve[j] = False
+    total = 0
+    for a in range(300):
+        for b in range(300):
+            if (a ^ b) & 1:
+                total += a * b
+            else:
+                total -= 1
+    return count, total
+"""
+HEAVY_TEST = "assert work(400000)[0] == 33860"
+
+
+def trivial_jobs(n: int) -> list[tuple[str, TestSpec]]:
+    # distinct programs (a comment differs) so nothing is deduplicated
+    return [(TRIVIAL + f"# {i}\n", TestSpec(kind="assert", asserts=(TRIVIAL_TEST,))) for i in range(n)]
+
+
+def mbpp_jobs(n: int) -> list[tuple[str, TestSpec]]:
+    jobs = []
+    for line in MBPP.open():
+        d = json.loads(line)
+        if d["task_id"] >= 601 and d["task_id"] not in (123, 367, 927):
+            jobs.append((d["code"].replace("\r\n", "\n"),
+                         TestSpec(kind="assert", asserts=tuple(d["test_list"]), setup=d["test_setup_code"])))
+    return (jobs * (n // len(jobs) + 1))[:n]
+
+
+def as_script(program: str, spec: TestSpec) -> str:
+    return "\n".join([program, spec.setup, *spec.asserts]) + "\n"
+
+
+# ---------------------------------------------------------------- the four ways
+
+
+def rate_pooled(executor, jobs) -> float:
+    t0 = time.perf_counter()
+    results = executor.run(jobs)
+    seconds = time.perf_counter() - t0
+    bad = sum(r.outcome != "pass" for r in results)
+    assert bad == 0, f"{bad} programs did not pass: {[r.error for r in results if r.outcome != 'pass'][:3]}"
+    return len(jobs) / seconds
+
+
+def rate_subprocess(cmd: list[str], jobs, workers: int) -> float:
+    def one(job) -> None:
+        proc = subprocess.run(cmd, input=as_script(*job), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr[-500:]
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, jobs))
+    return len(jobs) / (time.perf_counter() - t0)
+
+
+def median_test_ms(executor, program: str, test: str, repeats: int) -> float:
+    spec = TestSpec(kind="assert", asserts=(test,))
+    times = []
+    for i in range(repeats):
+        (r,) = executor.run([(program + f"# {i}\n", spec)])
+        assert r.outcome == "pass", r
+        times.append(r.tests[0].time_ms)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the sample sizes")
+    parser.add_argument("--no-docker", action="store_true")
+    args = parser.parse_args()
+    n = lambda k: max(4, int(k * args.scale))  # noqa: E731
+    w = args.workers
+    runner = runner_candidates()[0]
+    rows: list[tuple[str, float | None, float | None, str]] = []
+    print(f"# execution bench: {w} workers on {os.cpu_count()} CPUs; default runner {runner}", flush=True)
+
+    t0 = time.perf_counter()
+    with make_executor("embedded", workers=w, cache=False) as emb:
+        start = time.perf_counter() - t0
+        info = emb.runner_info
+        rate_pooled(emb, trivial_jobs(2 * w))  # warm-up
+        e_triv, e_mbpp = rate_pooled(emb, trivial_jobs(n(1500))), rate_pooled(emb, mbpp_jobs(n(600)))
+    missing = ", ".join(info["missing"]) or "none"
+    rows.append(("embedded sandbox", e_triv, e_mbpp,
+                 f"Python {info['python']}, start-up {start:.1f}s, protections missing: {missing}"))
+
+    fresh = [runner]  # a normal interpreter start (site-packages and all), as harnesses that spawn python3 do
+    f_triv = rate_subprocess(fresh + ["-c", "import sys; exec(sys.stdin.read())"], trivial_jobs(n(150)), w)
+    f_mbpp = rate_subprocess(fresh + ["-c", "import sys; exec(sys.stdin.read())"], mbpp_jobs(n(150)), w)
+    rows.append(("fresh python3 per program", f_triv, f_mbpp, "no isolation (the APPS/CodeRL baseline)"))
+
+    d_triv = d_mbpp = r_triv = r_mbpp = None
+    docker_note = ""
+    if not args.no_docker and shutil.which("docker"):
+        try:
+            t0 = time.perf_counter()
+            with make_executor("docker", workers=w, cache=False, auto_build=True) as dock:
+                start = time.perf_counter() - t0
+                rate_pooled(dock, trivial_jobs(2 * w))
+                d_triv, d_mbpp = rate_pooled(dock, trivial_jobs(n(1500))), rate_pooled(dock, mbpp_jobs(n(600)))
+                image, python = dock.image, dock.python
+            rows.append(("docker backend (warm pool)", d_triv, d_mbpp, f"start-up {start:.1f}s"))
+            cmd = ["docker", "run", "--rm", "-i", "--network", "none", "--user", "65534:65534", image, python, "-S",
+                   "-c", "import sys; exec(sys.stdin.read())"]
+            r_triv, r_mbpp = rate_subprocess(cmd, trivial_jobs(n(20)), w), rate_subprocess(cmd, mbpp_jobs(n(20)), w)
+            rows.append(("docker run per program", r_triv, r_mbpp, "a fresh container per program"))
+        except Exception as e:  # noqa: BLE001 - the rest of the table still stands
+            docker_note = f"docker rows skipped: {e}"
+    else:
+        docker_note = "docker rows skipped (--no-docker or no docker CLI)"
+
+    print("\n| runner | trivial programs/s | MBPP programs/s | notes |\n|---|---:|---:|---|")
+    for name, a, b, note in rows:
+        print(f"| {name} | {a:.0f} | {b:.0f} | {note} |")
+    print(f"\nembedded vs fresh process: {e_triv / f_triv:.1f}x trivial, {e_mbpp / f_mbpp:.1f}x MBPP "
+          f"(target >= 10x and >= 300 trivial/s)")
+    if d_triv and r_triv:
+        print(f"docker backend vs docker run: {d_triv / r_triv:.1f}x trivial, {d_mbpp / r_mbpp:.1f}x MBPP "
+              f"(target >= 10x)")
+    if docker_note:
+        print(docker_note)
+
+    print("\n| coverage on a CPU-heavy program | interpreter | off (ms) | on (ms) | overhead |\n|---|---|---:|---:|---:|")
+    interpreters = [(runner, "default runner")]
+    if Path("/usr/bin/python3").exists() and os.path.realpath("/usr/bin/python3") != os.path.realpath(runner):
+        interpreters.append(("/usr/bin/python3", "Python 3.11 reference"))
+    for python, label in interpreters:
+        with make_executor(python=python, workers=1, cache=False, coverage=False, timeout_s=30, budget_s=60) as off, \
+                make_executor(python=python, workers=1, cache=False, coverage=True, timeout_s=30, budget_s=60) as on:
+            mode = on.runner_info["coverage"]
+            a = median_test_ms(off, HEAVY, HEAVY_TEST, n(5))
+            b = median_test_ms(on, HEAVY, HEAVY_TEST, n(5))
+            print(f"| {label}: {mode} | Python {on.runner_info['python']} | {a:.0f} | {b:.0f} | {b / a:.2f}x |")
+    print("\n(coverage.py's C tracer is not measured here: not installed; 3x plus 6-11 ms per job, "
+          "per the environment notes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
