@@ -169,7 +169,7 @@ def test_validate_source_keeps_loader_rejects_first(tmp_path):
     path = tmp_path / "apps.jsonl"
     ok = {"problem_id": 1, "question": "Print 1.", "solutions": json.dumps(["print(1)"]),
           "input_output": json.dumps({"inputs": ["", ""], "outputs": ["1\n", "1"]})}
-    wrong = dict(ok, problem_id=2, solutions=json.dumps(["print(2)"]))
+    wrong = dict(ok, problem_id=2, question="Print 1, again.", solutions=json.dumps(["print(2)"]))
     path.write_text("\n".join([json.dumps(ok), "{oops", json.dumps(wrong)]) + "\n")
     report = validate_source("apps", str(path), timeout_s=2.0, workers=1)
     assert [p.problem_id for p in report.clean] == ["apps/0001"]

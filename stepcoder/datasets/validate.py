@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,9 @@ class ValidationReport:
 
 def _compiles(code: str, what: str) -> str | None:
     try:
-        compile(code, f"<{what}>", "exec")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escape sequences and the like: the sandbox decides
+            compile(code, f"<{what}>", "exec")
     except (SyntaxError, ValueError) as exc:
         line = getattr(exc, "lineno", None)
         return f"{what} does not compile" + (f" (line {line}: {exc.msg})" if line else f" ({exc})")
