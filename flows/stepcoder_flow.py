@@ -76,7 +76,8 @@ def run_iteration(cfg: RunConfig) -> dict:
     programs = programs_for(plans, completions)
     jobs = [(prog.text, plans[c.prompt_index].problem.tests) for prog, c in zip(programs, completions)]
     e = cfg.execution
-    options = {"timeout_s": e.timeout_s, "budget_s": e.budget_s, "memory_mb": e.memory_mb, "workers": e.workers}
+    options = {"timeout_s": e.timeout_s, "budget_s": e.budget_s, "memory_mb": e.memory_mb, "workers": e.workers,
+               "coverage": e.coverage}
     futures = [execute_chunk.submit(chunk, e.backend, options) for chunk in _chunks(jobs, e.chunk_size)]
     results = [r for f in futures for r in f.result()]
     timings["execute"] = time.perf_counter() - t

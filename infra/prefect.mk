@@ -16,7 +16,7 @@ SERVE_ARGS ?=
 
 PREFECT_ENV := PREFECT_HOME=$(PREFECT_HOME_DIR) PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
 
-.PHONY: server serve worker deploy prefect-env
+.PHONY: server serve pool worker deploy prefect-env
 
 server: setup
 	mkdir -p $(PREFECT_HOME_DIR)
@@ -27,13 +27,15 @@ serve: setup
 		$(BIN)/python -m flows.serve $(SERVE_ARGS)
 
 # Work-pool form (infra/prefect.yaml): a process worker; `make deploy` registers the deployment in its pool.
-worker: setup
+pool: setup
 	$(PREFECT_ENV) PREFECT_API_URL=$(PREFECT_URL) $(BIN)/prefect work-pool inspect $(PREFECT_POOL) >/dev/null 2>&1 || \
 		$(PREFECT_ENV) PREFECT_API_URL=$(PREFECT_URL) $(BIN)/prefect work-pool create $(PREFECT_POOL) --type process
+
+worker: pool
 	$(PREFECT_ENV) PREFECT_API_URL=$(PREFECT_URL) STEPCODER_REPO=$(CURDIR) \
 		$(BIN)/prefect worker start --pool $(PREFECT_POOL)
 
-deploy: setup
+deploy: pool
 	$(PREFECT_ENV) PREFECT_API_URL=$(PREFECT_URL) STEPCODER_REPO=$(CURDIR) \
 		$(BIN)/prefect --no-prompt deploy --prefect-file infra/prefect.yaml --name iterate
 

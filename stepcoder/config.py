@@ -73,6 +73,7 @@ class ExecutionConfig(_Section):
     timeout_s: float = Field(4.0, gt=0, description="per-test wall timeout")
     budget_s: float = Field(20.0, gt=0, description="per-program wall budget over all tests")
     memory_mb: int = Field(1024, ge=64)
+    coverage: bool = Field(True, description="record executed lines (FGO needs them; off = FGO mask all ones)")
     chunk_size: int = Field(64, gt=0, description="programs per execute task")
 
 

@@ -140,12 +140,6 @@ def _setup_host(cfg: dict, st: WorkerState) -> None:
     st.applied += ["network", "pid_namespace"]
     _become_zygote()
     st.pid1 = os.getpid() == 1
-    if st.root:
-        try:
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("-1000")  # an OOM in the worker's cgroup takes the program, never the zygote
-        except OSError:
-            pass
     try:
         _build_view(cfg, st)
         st.applied += ["mount_view", "private_tmp"]
@@ -286,9 +280,11 @@ def lock_worker(cfg: dict, st: WorkerState) -> None:
     os.environ.clear()
     os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
                        "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0"})
-    if st.root and st.pid1 and not cfg["mode"] == "container":
-        try:  # set to 1000 around each fork, so children start as the OOM killer's first victims
-            st.oom_adj_fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+    if st.root and cfg["mode"] != "container":
+        try:  # 1000 around each fork (children start as the OOM killer's first victims), else -1000: never us
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            os.pwrite(fd, b"-1000", 0)  # needs CAP_SYS_RESOURCE; without it, each child raises its own
+            st.oom_adj_fd = fd
         except OSError:
             pass
     if st.seccomp:

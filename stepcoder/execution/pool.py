@@ -185,6 +185,7 @@ class WorkerPool:
         self._next_id = 0
         self._spawning = 0
         self._failures = 0
+        self._deaths = 0  # workers lost since the last job completed: a crash loop stops respawning
         self.restarts = 0
         self.phase_ms: dict[str, float] = collections.defaultdict(float)  # worker-side time per phase, summed
         self.jobs_done = 0
@@ -370,6 +371,7 @@ class WorkerPool:
                     continue
                 slot.task = None
                 self.jobs_done += 1
+                self._deaths = 0
                 for k, v in done.get("phases", {}).items():
                     self.phase_ms[k] += v
                 why = "stopped" if task.stop_sent and done["why"] in ("stopped", "exit") else done["why"]
@@ -400,6 +402,12 @@ class WorkerPool:
             task.collector.error = task.collector.error or reason + detail
             ms = (time.monotonic() - task.t0) * 1000
             self._finish(task, task.collector.result(ms, None, "worker_died", False, self._runner(slot)))
+        self._deaths += 1
+        if self._deaths > 2 * self.size + 2:  # every worker dies and none completes a job: do not loop
+            logger.error("%s workers keep dying (%s%s); giving up on them", self.name, reason, detail)
+            with self._lock:
+                self._failures += 1
+            return
         logger.warning("%s worker lost (%s%s); starting another", self.name, reason, detail)
         self._respawn()
 
@@ -417,9 +425,7 @@ class WorkerPool:
                 return
             tasks, self._queue = list(self._queue), collections.deque()
         for task in tasks:
-            task.future.set_exception(WorkerStartError(f"no {self.name} worker could be started"))
-        if tasks:
-            self._respawn()
+            task.future.set_exception(WorkerStartError(f"no {self.name} worker could be started or kept alive"))
 
     def _shutdown(self, poller: select.poll) -> None:
         for slot in self._slots.values():
