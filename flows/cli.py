@@ -16,9 +16,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli_data import data_app, eval_command  # noqa: E402
+
 app = typer.Typer(help="StepCoder: RL for code LLMs from unit-test feedback.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
+app.command("eval")(eval_command)
 console = Console(stderr=False)
 err = Console(stderr=True)
 
@@ -70,6 +74,8 @@ def print_summary(s: dict) -> None:
     )
     times = " · ".join(f"{k} {v:.1f}s" for k, v in s.get("timings", {}).items())
     console.print(f"timings: {times}")
+    for name, value in s.get("evals", {}).items():
+        console.print(f"eval {name}: {value:.4f}")
     console.print(f"rollouts → {s['store']}\ncheckpoint → {s['checkpoint']}")
     console.print(
         "next: [cyan]stepcoder sql \"SELECT iteration, stage, avg((outcome = 'pass')::INT) AS pass_rate, "

@@ -7,7 +7,6 @@ A dataset is named ``FORMAT`` or ``FORMAT:PATH`` (``stepcoder data list`` with n
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -131,7 +130,8 @@ def data_validate(
 def eval_command(
     checkpoint: str = typer.Option(..., "--checkpoint", help="policy: a HF model dir, a training checkpoint dir "
                                                              "(holding policy/), or a named model (tiny, ...)"),
-    dataset: str = typer.Option(..., "--dataset", help=SOURCE_HELP + "; or eval:NAME for a held-out eval split"),
+    dataset: str = typer.Option(..., "--dataset", help=SOURCE_HELP + "; or eval:NAME[:PATH], a held-out eval split "
+                                                        "(mbpp-test, humaneval, leetcode-test, apps-eval150, ...)"),
     split: Optional[str] = typer.Option(None, "--split", help="split of the dataset"),
     n: int = typer.Option(1, "--n", min=1, help="samples per problem"),
     k: list[int] = typer.Option([1], "--k", help="pass@k to report (repeatable; each <= n)"),
@@ -145,7 +145,8 @@ def eval_command(
     prompt_format: str = typer.Option("auto", "--prompt-format", help="auto, chat or plain"),
     timeout_s: float = typer.Option(4.0, "--timeout", help="per-test wall-clock limit, seconds"),
     workers: Optional[int] = typer.Option(None, "--workers"),
-    name: Optional[str] = typer.Option(None, "--name", help="eval_name in the evals table (default: the dataset)"),
+    name: Optional[str] = typer.Option(None, "--name", help="eval_name in the evals table (default: --dataset, "
+                                                             "plus /SPLIT)"),
     store: Optional[str] = typer.Option(None, "--store", help="write rows to this store's evals table"),
     run: str = typer.Option("eval", "--run", help="store run to write under (keep it apart from training runs)"),
     iteration: Optional[int] = typer.Option(None, "--iteration", help="store iteration (default: the next free)"),
@@ -165,8 +166,9 @@ def eval_command(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
     try:
-        if dataset.startswith("eval:"):
-            problems = load_eval_split(dataset.split(":", 1)[1])
+        if dataset.startswith("eval:"):  # eval:NAME or eval:NAME:PATH
+            _, split_name, path = (dataset.split(":", 2) + [""])[:3]
+            problems = load_eval_split(split_name, path or None)
         else:
             fmt, path = _source(dataset)
             problems = load_problems(fmt, path, split)
@@ -178,7 +180,7 @@ def eval_command(
         err.print(f"[red]{dataset}: no problems to evaluate[/red]")
         raise typer.Exit(1)
     model_dir, checkpoint_uri = _policy_dir(checkpoint)
-    eval_name = name or re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset if not split else f"{dataset}-{split}")
+    eval_name = name or (dataset if not split else f"{dataset}/{split}")
 
     from stepcoder.execution import make_executor
     from stepcoder.generation import make_generator

@@ -17,7 +17,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from stepcoder.config import RunConfig, load_config
 from stepcoder.curriculum import GLOBAL_KEY
-from stepcoder.datasets import DatasetError, load_problems
 from stepcoder.models import resolve_model
 from stepcoder.rewards import reward_table
 from stepcoder.rollouts import programs_for, rollout_rows, sample_problems
@@ -25,6 +24,8 @@ from stepcoder.summary import iteration_summary
 from storage import open_store
 from storage.run_state import RunState, load_run_state
 from tasks.advance import advance_curriculum
+from tasks.data import load_training_problems
+from tasks.evaluate import evaluate_checkpoint
 from tasks.execute import execute_chunk
 from tasks.generate import generate
 from tasks.store import commit_iteration, stage_tables
@@ -56,11 +57,7 @@ def run_iteration(cfg: RunConfig) -> dict:
     log = get_run_logger()
     started = datetime.now(timezone.utc)
     timings: dict[str, float] = {}
-    problems = load_problems(cfg.data.dataset, cfg.data.path, cfg.data.split)
-    if cfg.data.limit:
-        problems = problems[: cfg.data.limit]
-    if not problems:
-        raise DatasetError(f"dataset {cfg.data.dataset} split {cfg.data.split} has no valid problems")
+    problems = load_training_problems(cfg)
     state = load_state(cfg.store, cfg.run_name)
     it = state.iteration
     base_dir = str(resolve_model(cfg.model.path))
@@ -100,9 +97,14 @@ def run_iteration(cfg: RunConfig) -> dict:
     c = cfg.curriculum
     curriculum = advance_curriculum(plans, rollouts, c.advance_threshold, c.min_samples, c.mode,
                                     state.stages.get(GLOBAL_KEY, 0))
-    stage_tables(cfg.store, cfg.run_name, it, {"curriculum": curriculum, "train_metrics": metrics})
+    tables = {"curriculum": curriculum, "train_metrics": metrics}
+    if cfg.eval.every and it % cfg.eval.every == 0:
+        t = time.perf_counter()
+        tables["evals"] = evaluate_checkpoint(cfg, base_dir, str(Path(checkpoint) / "policy"), checkpoint, options)
+        timings["eval"] = time.perf_counter() - t
+    stage_tables(cfg.store, cfg.run_name, it, tables)
 
-    summary = iteration_summary(cfg.run_name, it, rollouts, metrics, curriculum)
+    summary = iteration_summary(cfg.run_name, it, rollouts, metrics, curriculum, tables.get("evals", []))
     commit_iteration(cfg.store, cfg.run_name, it, {
         "config_hash": cfg.config_hash(),
         "config_json": cfg.to_json(),

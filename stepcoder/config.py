@@ -32,12 +32,52 @@ class ModelConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Literal["mbpp"] = "mbpp"
-    path: str | None = Field(None, description="dataset file; None = the copy shipped in data/")
-    split: Literal["train", "test", "validation", "prompt"] = "train"
+    dataset: str = Field("mbpp", description="format: mbpp, mbpp-sanitized, humaneval, leetcode, apps, appsplus, ...")
+    path: str | None = Field(None, description="dataset file or folder; None = the copy shipped in data/")
+    split: str | None = Field("train", description="the format's split (MBPP: train = task_ids 601-974)")
+    difficulty: tuple[str, ...] | None = Field(None, description="keep only these difficulties (APPS)")
+    ids: tuple[str, ...] | None = Field(None, description="keep only these problem ids")
+    subset: int | None = Field(None, gt=0, description="a seeded random subset of this many problems")
     problems_per_iteration: int = Field(8, gt=0, description="problems sampled each iteration")
-    limit: int | None = Field(None, gt=0, description="use only the first N problems of the split")
+    limit: int | None = Field(None, gt=0, description="use only the first N problems (after the filters)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_dataset_and_split(self) -> "DataConfig":
+        from stepcoder.datasets import FORMATS
+
+        fmt = FORMATS.get(self.dataset)
+        if fmt is None:
+            raise ValueError(f"data.dataset {self.dataset!r} is unknown; valid: {', '.join(FORMATS)}")
+        if self.split is not None and fmt.splits and self.split not in fmt.splits:
+            raise ValueError(f"data.split {self.split!r} is not a split of {self.dataset}; valid: {', '.join(fmt.splits)}")
+        if not fmt.shipped and not self.path:
+            raise ValueError(f"data.path is required for dataset {self.dataset} (no copy ships with StepCoder)")
+        return self
+
+
+class EvalConfig(_Section):
+    every: int = Field(0, ge=0, description="evaluate the new checkpoint every N iterations (0 = never)")
+    splits: tuple[str, ...] = Field(("mbpp-test",), description="held-out eval splits, never trained on")
+    paths: dict[str, str] = Field(default_factory=dict, description="eval split → file, where none ships (APPS+)")
+    n: int = Field(1, gt=0, description="samples per problem")
+    k: tuple[int, ...] = Field((1,), description="pass@k values reported")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy pass@1")
+    max_new_tokens: int = Field(256, gt=0)
+    limit: int | None = Field(None, gt=0, description="evaluate only the first N problems of each split")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EvalConfig":
+        from stepcoder.datasets.splits import EVAL_SPLITS
+
+        unknown = [s for s in self.splits if s not in EVAL_SPLITS]
+        if unknown:
+            raise ValueError(f"eval.splits {unknown} unknown; valid: {', '.join(EVAL_SPLITS)}")
+        if self.temperature == 0 and self.n != 1:
+            raise ValueError("eval.temperature=0 (greedy) needs eval.n=1")
+        if any(k > self.n or k < 1 for k in self.k):
+            raise ValueError(f"eval.k values must be between 1 and eval.n={self.n}")
+        return self
 
 
 class CurriculumConfig(_Section):
@@ -149,6 +189,7 @@ class RunConfig(_Section):
     reward: RewardConfig = RewardConfig()
     fgo: FGOConfig = FGOConfig()
     ppo: PPOConfig = PPOConfig()
+    eval: EvalConfig = EvalConfig()
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

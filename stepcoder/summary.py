@@ -7,7 +7,8 @@ from collections import Counter
 from stepcoder.execution import OUTCOMES
 
 
-def iteration_summary(run: str, iteration: int, rollouts: list[dict], metrics: list[dict], curriculum: list[dict]) -> dict:
+def iteration_summary(run: str, iteration: int, rollouts: list[dict], metrics: list[dict], curriculum: list[dict],
+                      evals: list[dict] | None = None) -> dict:
     n = len(rollouts)
     by_stage: dict[int, list[int]] = {}
     for row in rollouts:
@@ -37,4 +38,6 @@ def iteration_summary(run: str, iteration: int, rollouts: list[dict], metrics: l
         "approx_kl": mean("approx_kl"),
         "fgo_masked_fraction": 1.0 - kept / tokens if tokens else 0.0,
         "advanced": sum(1 for c in curriculum if c["advanced"]),
+        "curriculum": curriculum,
+        "evals": {f"{e['eval_name']}/{e['metric']}": e["value"] for e in evals or []},
     }

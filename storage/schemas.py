@@ -1,18 +1,26 @@
 """Table schemas of the rollout store: one constant per table.
 
-Files live at ``<root>/<table>/run=<run>/iteration=<n>/part-0.parquet``. The partition columns ``run``
+Files live at ``<root>/<table>/run=<run>/iteration=<n>/part-<id>.parquet``. The partition columns ``run``
 (string) and ``iteration`` (int32) come from the path only and are not stored in the files. Every file
-stores ``schema_version`` so an old partition can be told apart from a new one.
+stores its table's ``schema_version`` so an old partition can be told apart from a new one.
 
-Every data column is nullable: evolving a schema means appending a nullable column and bumping
-``SCHEMA_VERSION``; old files then read with NULLs in the new column (``union_by_name``).
+Every data column is nullable: evolving a schema means appending a nullable column to the table and
+bumping its number in ``SCHEMA_VERSIONS``; old files then read with NULLs in the new column.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+# Each table's schema version, stored in every file it writes. Bump a table's number when you add a column.
+SCHEMA_VERSIONS: dict[str, int] = {
+    "rollouts": 2,  # 2: r_exec, r_ast, r_dfg
+    "test_results": 1,
+    "curriculum": 1,
+    "train_metrics": 2,  # 2: logprob_gap
+    "evals": 1,
+    "iterations": 1,
+}
 
 # Partition columns: encoded in the path, added back by readers.
 PARTITION_FIELDS = (pa.field("run", pa.string()), pa.field("iteration", pa.int32()))
@@ -118,6 +126,7 @@ ITERATIONS = _schema(
     ("time_execute_s", pa.float32()),
     ("time_store_s", pa.float32()),
     ("time_train_s", pa.float32()),
+    ("time_eval_s", pa.float32()),
     ("num_problems", pa.int32()),
     ("num_rollouts", pa.int32()),
     ("pass_rate", pa.float32()),
@@ -142,3 +151,4 @@ TABLES: dict[str, pa.Schema] = {
     "evals": EVALS,
     "iterations": ITERATIONS,
 }
+assert set(SCHEMA_VERSIONS) == set(TABLES) == set(REQUIRED), "every table needs a schema version and keys"

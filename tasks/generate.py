@@ -15,7 +15,8 @@ from stepcoder.rollouts import plan_prompts
 _ENGINES: dict[tuple, object] = {}
 
 
-def _engine(cfg: RunConfig, base_dir: str, policy_dir: str):
+def engine_for(cfg: RunConfig, base_dir: str, policy_dir: str):
+    """The process's generator for this model, holding ``policy_dir``'s weights."""
     from stepcoder.generation import make_generator
 
     key = (cfg.generation.backend, base_dir, cfg.model.dtype, cfg.model.max_model_len)
@@ -33,7 +34,7 @@ def _engine(cfg: RunConfig, base_dir: str, policy_dir: str):
 @task(name="generate", cache_policy=NO_CACHE)
 def generate(cfg: RunConfig, problems: list[Problem], stages: dict[str, int], base_dir: str, policy_dir: str,
              iteration: int):
-    engine = _engine(cfg, base_dir, policy_dir)
+    engine = engine_for(cfg, base_dir, policy_dir)
     chat = chat_renderer(engine.tokenizer, cfg.model.prompt_format)
     c = cfg.curriculum
     practice = full_stage_problems([p.problem_id for p in problems], c.full_stage_fraction,

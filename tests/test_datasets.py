@@ -59,7 +59,8 @@ def test_apps_folders_load_all_five_samples():
     assert p.tests.inputs == ([[2, 3, 4, 7, 11], 5],) and p.tests.outputs == (9,)
     # The APPS harness header: 2404 annotates with List, which only the header imports.
     assert p.solution.startswith(APPS_HEADER) and "class Solution:" in p.solution
-    assert p.starter_code == APPS_HEADER + "class Solution:\n    def findKthPositive(self, arr: List[int], k: int) -> int:\n"
+    assert p.starter_code == (APPS_HEADER + "class Solution:\n"
+                              "    def findKthPositive(self, arr: List[int], k: int) -> int:\n")
     assert by_id["apps/2287"].tests.count == 3 and by_id["apps/4184"].tests.count == 8
     assert by_id["apps/0001"].statement.startswith("Mikhail walks on a Cartesian plane.")
     assert by_id["apps/0001"].starter_code == APPS_HEADER  # stdio: the final CCCS stage shows just the header
@@ -133,8 +134,9 @@ def test_appsplus_shaped_file_from_the_apps_samples(tmp_path, layout):
     elif layout == "data-key":
         path.write_text(json.dumps({"version": 1, "data": records}))
     elif layout == "by-id":
-        path.write_text(json.dumps({str(i): {k: v for k, v in r.items() if k not in ("id", "problem_id", "task_id",
-                                                                                    "idx")} for i, r in enumerate(records)}))
+        ids = ("id", "problem_id", "task_id", "idx")
+        path.write_text(json.dumps({str(i): {k: v for k, v in r.items() if k not in ids}
+                                    for i, r in enumerate(records)}))
     else:
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
     loaded = scan("appsplus", str(path))
@@ -205,7 +207,8 @@ def test_leetcode_files_and_fields():
     p = next(p for p in loaded.problems if p.problem_id == "leetcode/two-sum")
     assert p.entry_point == "Solution().twoSum" and p.tests.asserts == ("check(Solution().twoSum)",)
     assert p.solution.startswith("from typing import *") and "class Solution:" in p.solution
-    assert p.starter_code.endswith("class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n")
+    assert p.starter_code.endswith(
+        "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n")
     assert p.solution.startswith(p.starter_code.split("class Solution")[0])  # the same header
     assert p.statement.startswith("Given an array of integers nums and an integer target")
     assert "Example 1:" in p.statement and "Please complete" not in p.statement
@@ -329,11 +332,12 @@ def test_fixed_eval_splits_are_held_out():
 APPS_OK = {"problem_id": 10, "question": "Print 1.", "solutions": json.dumps(["print(1)"]),
            "input_output": json.dumps({"inputs": [""], "outputs": ["1\n"]}), "difficulty": "introductory"}
 MBPP_OK = {"task_id": 601, "text": "t", "code": "def f():\n    return 1", "test_list": ["assert f() == 1"]}
-LEET_OK = {"task_id": "t", "prompt": "from typing import *\n", "completion": "class Solution:\n    def f(self):\n"
-           "        return 1\n", "entry_point": "Solution().f", "test": "def check(candidate):\n    assert candidate() == 1\n",
-           "query": "Return 1."}
-HE_OK = {"task_id": "HumanEval/0", "prompt": "def f():\n    \"\"\"Return 1.\"\"\"\n", "canonical_solution": "    return 1\n",
-         "test": "def check(candidate):\n    assert candidate() == 1\n", "entry_point": "f"}
+LEET_OK = {"task_id": "t", "prompt": "from typing import *\n",
+           "completion": "class Solution:\n    def f(self):\n        return 1\n", "entry_point": "Solution().f",
+           "test": "def check(candidate):\n    assert candidate() == 1\n", "query": "Return 1."}
+HE_OK = {"task_id": "HumanEval/0", "prompt": "def f():\n    \"\"\"Return 1.\"\"\"\n",
+         "canonical_solution": "    return 1\n", "test": "def check(candidate):\n    assert candidate() == 1\n",
+         "entry_point": "f"}
 
 
 def _apps(**changes):
@@ -408,7 +412,8 @@ def _apps_folder(root: Path, name: str, **files: str | bytes) -> None:
     d = root / name
     d.mkdir()
     base = {"question.txt": "Print 1.", "solutions.json": '["print(1)"]',
-            "input_output.json": '{"inputs": [""], "outputs": ["1\\n"]}', "metadata.json": '{"difficulty": "interview"}'}
+            "input_output.json": '{"inputs": [""], "outputs": ["1\\n"]}',
+            "metadata.json": '{"difficulty": "interview"}'}
     for fname, content in {**base, **files}.items():
         if content is None:
             continue

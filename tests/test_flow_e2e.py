@@ -24,6 +24,10 @@ def two_iterations(tiny_model, prefect_server, tmp_path_factory):
         "data.limit=4",  # the same 4 problems every iteration, so curriculum state carries over
         "curriculum.advance_threshold=0",  # advance every iteration: the random model never passes
         "ppo.keep_checkpoints=1",
+        "eval.every=2",  # held-out evaluation of the iteration-2 checkpoint, greedy pass@1
+        "eval.splits=[mbpp-validation]",
+        "eval.limit=3",
+        "eval.max_new_tokens=16",
     ]
     first = stepcoder(run_name="e2e", config_path="infra/configs/tiny.yaml", overrides=overrides)
     second = stepcoder(run_name="e2e", config_path="infra/configs/tiny.yaml", overrides=overrides)
@@ -114,3 +118,17 @@ def test_sql_shows_problems_per_stage_and_fgo_masked_fraction(two_iterations):
         expected_fraction = sum(1 - sum(m) / len(m) for m in masks) / len(masks)
         fractions = {f for it, _, _, f in rows if it == iteration}
         assert len(fractions) == 1 and fractions.pop() == pytest.approx(expected_fraction)
+
+
+def test_held_out_evaluation_runs_every_n_iterations(two_iterations):
+    root, first, second = two_iterations
+    store = open_store(str(root / "store"))
+    evals = store.read("evals", run="e2e").to_pylist()
+    assert {e["iteration"] for e in evals} == {2}  # every=2: iteration 1 has none
+    metrics = {e["metric"]: e for e in evals}
+    assert "greedy/pass@1" in metrics and 0.0 <= metrics["greedy/pass@1"]["value"] <= 1.0
+    assert all(e["eval_name"] == "mbpp-validation" and e["checkpoint_uri"] == second["checkpoint"] for e in evals)
+    assert second["evals"]["mbpp-validation/greedy/pass@1"] == metrics["greedy/pass@1"]["value"]
+    # Held out: no evaluation problem was ever trained on.
+    trained = {r["problem_id"] for r in store.read("rollouts", run="e2e").to_pylist()}
+    assert not any(int(pid.split("/")[1]) in range(511, 601) for pid in trained)

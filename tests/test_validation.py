@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from stepcoder.datasets import load_problems, scan
+from stepcoder.datasets import load_problems
 from stepcoder.datasets.apps import SAMPLES_PATH, iter_apps
 from stepcoder.datasets.problems_jsonl import write_problems
 from stepcoder.datasets.splits import by_ids, excluding, random_subset
@@ -91,17 +91,19 @@ def test_humaneval_all_canonical_solutions_pass(ex):
 
 def test_leetcode_canonical_solutions_and_failures_by_id(ex):
     """A fixed subset (150 drawn with seed 0, plus every known non-timeout failure and duplicate) in the test;
-    STEPCODER_FULL_VALIDATION=1 runs all 2,318. Known timeouts are left out of the subset: they cost 16 s each."""
+    STEPCODER_FULL_VALIDATION=1 runs all 2,318. Known timeouts are left out of the subset: they cost 16 s each.
+    Timeouts depend on the machine (a few solutions need 4-12 s), so they are counted, not named."""
     problems = load_problems("leetcode")
     if os.environ.get("STEPCODER_FULL_VALIDATION") != "1":
         chosen = {p.problem_id for p in random_subset(excluding(problems, LEETCODE_TIMEOUTS), 150, seed=0)}
         chosen |= set(LEETCODE_FAILING)
         problems = [p for p in problems if p.problem_id in chosen]
     report = validate_problems(problems, ex, retry=_retry, source="leetcode")
-    found = {r.problem_id: r.reason for r in report.rejects}
-    # Every failure is a known one, named by id; every known non-timeout failure is found.
-    assert set(found) - LEETCODE_TIMEOUTS == set(LEETCODE_FAILING)
-    assert all(found[i] == reason for i, reason in LEETCODE_FAILING.items())
+    timeouts = {r.problem_id for r in report.rejects if "(timeout;" in r.detail}
+    found = {r.problem_id: r.reason for r in report.rejects if r.problem_id not in timeouts}
+    # Every other failure is a known one, named by id and reason, and every known one is found.
+    assert found == LEETCODE_FAILING
+    assert len(timeouts) <= 2 * len(LEETCODE_TIMEOUTS) + 2
     sortedcontainers = [r for r in report.rejects if "No module named 'sortedcontainers'" in r.detail]
     assert len(sortedcontainers) == 19
     assert len(report.clean) == len(problems) - len(report.rejects)

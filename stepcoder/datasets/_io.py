@@ -47,7 +47,7 @@ def _utf8_error(raw: bytes, exc: UnicodeDecodeError) -> str:
     return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
 
 
-def read_text(path: Path, where: str | None = None) -> str:
+def read_text(path: Path) -> str:
     """A whole small file as text (APPS folder files); RecordError names the file on bad UTF-8."""
     raw = read_bytes(path)
     try:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +141,7 @@ def make_problem(name: str, dataset: str, question: str, solution: str, tests: T
 # ---------------------------------------------------------------- folder form
 
 
-def _folder_problem(folder: Path, header: str) -> Problem:
+def _folder_problem(folder: Path, name: str, header: str) -> Problem:
     question_path = folder / "question.txt"
     if not question_path.is_file():
         raise RecordError("malformed", "no question.txt")
@@ -167,8 +166,10 @@ def _folder_problem(folder: Path, header: str) -> Problem:
     starter = read_text(starter_path) if starter_path.is_file() else ""
     tests = tests_from_io(load_json("input_output.json"))
     solution = first_solution(load_json("solutions.json"))
-    return make_problem(folder.name, "apps", question, solution, tests, starter, metadata.get("difficulty"),
-                        header, {"url": metadata.get("url"), "source": "folder"})
+    meta = {"url": metadata.get("url"), "source": "folder"}
+    if "/" in name:
+        meta["split"] = name.split("/")[0]
+    return make_problem(name, "apps", question, solution, tests, starter, metadata.get("difficulty"), header, meta)
 
 
 def iter_apps_folders(root: Path, header: str = APPS_HEADER, split: str | None = None
@@ -181,18 +182,15 @@ def iter_apps_folders(root: Path, header: str = APPS_HEADER, split: str | None =
         raise DatasetError(f"unknown APPS split {split!r}; valid: {', '.join(SPLITS)}")
     if has_splits:
         roots = [(root / s, s) for s in ([split] if split else SPLITS) if (root / s).is_dir()]
+    elif split is not None:
+        raise DatasetError(f"{root}: APPS split {split!r} needs a root holding train/ and test/ folders")
     else:
         roots = [(root, None)]
     for base, split_name in roots:
         for folder in sorted(p for p in base.iterdir() if p.is_dir()):
-            item = guarded(f"{folder}/", lambda: _folder_problem(folder, header), f"apps/{folder.name}")
-            if split_name and isinstance(item, Problem):  # train/0001 and test/0001 are different problems
-                item = _renamed(item, f"{split_name}/{folder.name}")
-            yield item
-
-
-def _renamed(p: Problem, name: str) -> Problem:
-    return replace(p, problem_id=f"{p.dataset}/{name}", meta={**p.meta, "split": name.split("/")[0]})
+            # train/0001 and test/0001 are different problems
+            name = f"{split_name}/{folder.name}" if split_name else folder.name
+            yield guarded(f"{folder}/", lambda: _folder_problem(folder, name, header), f"apps/{name}")
 
 
 # ---------------------------------------------------------------- JSONL form
@@ -239,6 +237,8 @@ def iter_apps(path: str | Path | None, split: str | None = None, header: str = A
     if path.is_dir():
         yield from iter_apps_folders(path, header, split)
     elif path.exists():
+        if split is not None:
+            raise DatasetError(f"{path}: a JSONL file is one APPS split already; load it without a split")
         yield from iter_apps_jsonl(path, header)
     else:
         raise DatasetError(f"{path}: no such APPS folder or JSONL file")

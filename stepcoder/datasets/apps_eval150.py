@@ -10,7 +10,7 @@ stdin; we keep the APPS semantics instead:
   the signature (a multi-line string argument) is a ``malformed`` reject. Caveat: a string argument that reads
   as a literal (``"13"``) comes back as a number; without canonical solutions this cannot be checked.
 
-The file repeats 22 problems (150 records, 128 ids): later copies are ``duplicate`` rejects.
+The file holds 150 records but 128 problems (20 twice, one three times): repeats are ``duplicate`` rejects.
 """
 
 from __future__ import annotations
