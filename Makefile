@@ -14,12 +14,15 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test bench clean-run help
+.PHONY: setup run test bench bench-exec bench-train bench-store bench-orchestration docker-engine runner-image \
+	clean-run help
 
 help:
 	@echo "make run [RUN=name] [ARGS='--set ppo.lr=1e-5']   one StepCoder iteration (continues run RUN)"
 	@echo "make test [PYTEST_ARGS=...]                        the test suite"
 	@echo "make setup                                         create .venv and install"
+	@echo "make bench                                         speed tables (exec, store, train, orchestration)"
+	@echo "make server / make serve                           local Prefect API + the iterate deployment"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "StepCoder needs Python 3.11 or 3.12"'
@@ -41,5 +44,29 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Slow measurements and learning runs live here, not in `make test`.
+bench: bench-exec bench-store bench-train bench-orchestration
+
+bench-exec: setup
+	$(BIN)/python bench/exec.py
+
+bench-store: setup
+	$(BIN)/python bench/store.py
+
+bench-train: setup
+	$(BIN)/python bench/train.py
+
+bench-orchestration: setup
+	$(BIN)/python bench/orchestration.py
+
+# The Docker execution backend: an engine (installs docker.io if missing; root) and the offline runner image.
+docker-engine:
+	infra/docker/start-dockerd.sh
+
+runner-image: setup docker-engine
+	infra/docker/build-image.sh
+
 clean-run:
 	rm -rf .stepcoder/store .stepcoder/checkpoints
+
+include infra/prefect.mk

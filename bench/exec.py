@@ -81,27 +81,81 @@ def as_script(program: str, spec: TestSpec) -> str:
     return "\n".join([program, spec.setup, *spec.asserts]) + "\n"
 
 
+# ---------------------------------------------------------------- CPU accounting (the machine may be shared)
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and of its children it has reaped (utime + stime + cutime + cstime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def self_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
+
+
+def worker_pids(executor) -> list[int]:
+    """Host pids whose CPU covers the executor's programs: embedded zygotes, or the containers' PID 1 plus the
+    engine processes that relay their streams."""
+    pids = []
+    for slot in executor._pool._slots.values():
+        t = slot.transport
+        if hasattr(t, "proc"):  # embedded: the zygote is the waiter's only child
+            kids = Path(f"/proc/{t.proc.pid}/task/{t.proc.pid}/children").read_text().split()
+            pids += [int(k) for k in kids]
+        else:
+            pids.append(t._api.inspect_container(t.cid)["State"]["Pid"])
+    if executor.backend == "docker":
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    comm = Path(f"/proc/{entry}/comm").read_text().strip()
+                except OSError:
+                    continue
+                if comm in ("dockerd", "containerd") or comm.startswith("containerd-shim"):
+                    pids.append(int(entry))
+    return pids
+
+
 # ---------------------------------------------------------------- the four ways
 
 
-def rate_pooled(executor, jobs) -> float:
+def rate_pooled(executor, jobs) -> tuple[float, float]:
+    """(programs per second, CPU ms per program: this process, the workers and what they ran)."""
+    pids = worker_pids(executor)
+    cpu0 = self_cpu() + sum(map(proc_cpu, pids))
     t0 = time.perf_counter()
     results = executor.run(jobs)
     seconds = time.perf_counter() - t0
+    cpu = self_cpu() + sum(map(proc_cpu, pids)) - cpu0
     bad = sum(r.outcome != "pass" for r in results)
     assert bad == 0, f"{bad} programs did not pass: {[r.error for r in results if r.outcome != 'pass'][:3]}"
-    return len(jobs) / seconds
+    return len(jobs) / seconds, 1000 * cpu / len(jobs)
 
 
-def rate_subprocess(cmd: list[str], jobs, workers: int) -> float:
+def rate_subprocess(cmd: list[str], jobs, workers: int, count_cpu: bool = True) -> tuple[float, float | None]:
+    """(programs per second, CPU ms per program of this process and its subprocesses; None when it cannot be
+    counted: a `docker run` spends most of its CPU in short-lived engine processes that are not ours to reap)."""
     def one(job) -> None:
         proc = subprocess.run(cmd, input=as_script(*job), capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr[-500:]
 
+    cpu0 = self_cpu()
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(one, jobs))
-    return len(jobs) / (time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    cpu = self_cpu() - cpu0
+    return len(jobs) / seconds, (1000 * cpu / len(jobs) if count_cpu else None)
 
 
 def median_test_ms(executor, program: str, test: str, repeats: int) -> float:
@@ -124,70 +178,87 @@ def main() -> int:
     parser.add_argument("--no-docker", action="store_true")
     args = parser.parse_args()
     n = lambda k: max(4, int(k * args.scale))  # noqa: E731
-    w = args.workers
+    w, cores = args.workers, os.cpu_count() or 1
     runner = runner_candidates()[0]
-    rows: list[tuple[str, float | None, float | None, str]] = []
-    print(f"# execution bench: {w} workers on {os.cpu_count()} CPUs; default runner {runner}", flush=True)
+    rows: list[tuple[str, tuple[float, float | None], tuple[float, float | None], str]] = []
+    load = os.getloadavg()[0]
+    print(f"# execution bench: {w} workers on {cores} CPUs (load average {load:.1f} at start); "
+          f"default runner {runner}", flush=True)
+    script = ["-c", "import sys; exec(sys.stdin.read())"]
 
     t0 = time.perf_counter()
     with make_executor("embedded", workers=w, cache=False) as emb:
         start = time.perf_counter() - t0
         info = emb.runner_info
-        rate_pooled(emb, trivial_jobs(2 * w))  # warm-up
+        rate_pooled(emb, trivial_jobs(4 * w))  # warm-up
         e_triv, e_mbpp = rate_pooled(emb, trivial_jobs(n(1500))), rate_pooled(emb, mbpp_jobs(n(600)))
     missing = ", ".join(info["missing"]) or "none"
     rows.append(("embedded sandbox", e_triv, e_mbpp,
-                 f"Python {info['python']}, start-up {start:.1f}s, protections missing: {missing}"))
+                 f"Python {info['python']}, {info['coverage']}, start-up {start:.1f}s, missing protections: {missing}"))
 
-    fresh = [runner]  # a normal interpreter start (site-packages and all), as harnesses that spawn python3 do
-    f_triv = rate_subprocess(fresh + ["-c", "import sys; exec(sys.stdin.read())"], trivial_jobs(n(150)), w)
-    f_mbpp = rate_subprocess(fresh + ["-c", "import sys; exec(sys.stdin.read())"], mbpp_jobs(n(150)), w)
-    rows.append(("fresh python3 per program", f_triv, f_mbpp, "no isolation (the APPS/CodeRL baseline)"))
+    # a normal interpreter start (site-packages and all), as harnesses that spawn python3 per program do
+    f_triv = rate_subprocess([runner, *script], trivial_jobs(n(150)), w)
+    f_mbpp = rate_subprocess([runner, *script], mbpp_jobs(n(150)), w)
+    rows.append(("fresh python3 per program", f_triv, f_mbpp, "no isolation at all (the APPS/CodeRL baseline)"))
 
-    d_triv = d_mbpp = r_triv = r_mbpp = None
-    docker_note = ""
+    d_triv = r_triv = None
+    notes = []
     if not args.no_docker and shutil.which("docker"):
         try:
             t0 = time.perf_counter()
             with make_executor("docker", workers=w, cache=False, auto_build=True) as dock:
                 start = time.perf_counter() - t0
-                rate_pooled(dock, trivial_jobs(2 * w))
+                rate_pooled(dock, trivial_jobs(4 * w))
                 d_triv, d_mbpp = rate_pooled(dock, trivial_jobs(n(1500))), rate_pooled(dock, mbpp_jobs(n(600)))
                 image, python = dock.image, dock.python
-            rows.append(("docker backend (warm pool)", d_triv, d_mbpp, f"start-up {start:.1f}s"))
+            rows.append(("docker backend (warm pool)", d_triv, d_mbpp,
+                         f"start-up {start:.1f}s; CPU includes the engine's stream relay"))
             cmd = ["docker", "run", "--rm", "-i", "--network", "none", "--user", "65534:65534", image, python, "-S",
-                   "-c", "import sys; exec(sys.stdin.read())"]
-            r_triv, r_mbpp = rate_subprocess(cmd, trivial_jobs(n(20)), w), rate_subprocess(cmd, mbpp_jobs(n(20)), w)
+                   *script]
+            r_triv = rate_subprocess(cmd, trivial_jobs(n(20)), w, count_cpu=False)
+            r_mbpp = rate_subprocess(cmd, mbpp_jobs(n(20)), w, count_cpu=False)
             rows.append(("docker run per program", r_triv, r_mbpp, "a fresh container per program"))
         except Exception as e:  # noqa: BLE001 - the rest of the table still stands
-            docker_note = f"docker rows skipped: {e}"
+            notes.append(f"docker rows skipped: {e}")
     else:
-        docker_note = "docker rows skipped (--no-docker or no docker CLI)"
+        notes.append("docker rows skipped (--no-docker or no docker CLI)")
 
-    print("\n| runner | trivial programs/s | MBPP programs/s | notes |\n|---|---:|---:|---|")
-    for name, a, b, note in rows:
-        print(f"| {name} | {a:.0f} | {b:.0f} | {note} |")
-    print(f"\nembedded vs fresh process: {e_triv / f_triv:.1f}x trivial, {e_mbpp / f_mbpp:.1f}x MBPP "
-          f"(target >= 10x and >= 300 trivial/s)")
+    print("\n| runner | trivial: programs/s | CPU ms/program | MBPP: programs/s | CPU ms/program | notes |\n"
+          "|---|---:|---:|---:|---:|---|")
+    cpu_text = lambda ms: "n/a" if ms is None else f"{ms:.1f}"  # noqa: E731
+    for name, (a, a_cpu), (b, b_cpu), note in rows:
+        print(f"| {name} | {a:.0f} | {cpu_text(a_cpu)} | {b:.0f} | {cpu_text(b_cpu)} | {note} |")
+    print(f"\nCPU ms/program: this process, the workers and everything they ran (and the Docker engine's "
+          f"processes for Docker rows), per program. {cores} idle cores give about {cores}000 / (CPU ms) programs/s:")
+    for name, (_, a_cpu), (_, b_cpu), _ in rows:
+        if a_cpu is not None and b_cpu is not None:
+            print(f"  {name}: {cores * 1000 / a_cpu:.0f} trivial/s, {cores * 1000 / b_cpu:.0f} MBPP/s")
+
+    def ratio(x, y) -> str:
+        by_cpu = f", {y[1] / x[1]:.1f}x by CPU" if x[1] is not None and y[1] is not None else ""
+        return f"{x[0] / y[0]:.1f}x by wall clock{by_cpu}"
+
+    print(f"\nembedded vs fresh process: trivial {ratio(e_triv, f_triv)}; MBPP {ratio(e_mbpp, f_mbpp)} "
+          f"(target >= 10x, and >= 300 trivial programs/s)")
     if d_triv and r_triv:
-        print(f"docker backend vs docker run: {d_triv / r_triv:.1f}x trivial, {d_mbpp / r_mbpp:.1f}x MBPP "
+        print(f"docker backend vs docker run: trivial {ratio(d_triv, r_triv)}; MBPP {ratio(d_mbpp, r_mbpp)} "
               f"(target >= 10x)")
-    if docker_note:
-        print(docker_note)
+    for note in notes:
+        print(note)
 
-    print("\n| coverage on a CPU-heavy program | interpreter | off (ms) | on (ms) | overhead |\n|---|---|---:|---:|---:|")
+    print("\n| coverage on a CPU-heavy program | Python | off (ms) | on (ms) | overhead |\n|---|---|---:|---:|---:|")
     interpreters = [(runner, "default runner")]
     if Path("/usr/bin/python3").exists() and os.path.realpath("/usr/bin/python3") != os.path.realpath(runner):
         interpreters.append(("/usr/bin/python3", "Python 3.11 reference"))
     for python, label in interpreters:
-        with make_executor(python=python, workers=1, cache=False, coverage=False, timeout_s=30, budget_s=60) as off, \
-                make_executor(python=python, workers=1, cache=False, coverage=True, timeout_s=30, budget_s=60) as on:
+        limits = {"timeout_s": 60, "budget_s": 120, "workers": 1, "cache": False, "python": python}
+        with make_executor(coverage=False, **limits) as off, make_executor(coverage=True, **limits) as on:
             mode = on.runner_info["coverage"]
-            a = median_test_ms(off, HEAVY, HEAVY_TEST, n(5))
-            b = median_test_ms(on, HEAVY, HEAVY_TEST, n(5))
-            print(f"| {label}: {mode} | Python {on.runner_info['python']} | {a:.0f} | {b:.0f} | {b / a:.2f}x |")
-    print("\n(coverage.py's C tracer is not measured here: not installed; 3x plus 6-11 ms per job, "
-          "per the environment notes)")
+            a = median_test_ms(off, HEAVY, HEAVY_TEST, n(7))
+            b = median_test_ms(on, HEAVY, HEAVY_TEST, n(7))
+            print(f"| {label}: {mode} | {on.runner_info['python']} | {a:.0f} | {b:.0f} | {b / a:.2f}x |")
+    print("\ncoverage.py's C tracer is not measured (not installed): about 3x plus 6-11 ms per job per the "
+          "environment notes. Medians of the per-test time inside the sandbox.")
     return 0
 
 

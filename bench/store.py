@@ -156,6 +156,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=512, help="completion tokens per rollout")
     ap.add_argument("--history", type=int, default=1_000_000, help="rollouts of history to query")
     ap.add_argument("--backends", default="local,s3")
+    ap.add_argument("--weed-arg", action="append", default=[],
+                    help="extra `weed mini` flag, e.g. --weed-arg=-s3.cacheCapacityMB=256 (repeatable)")
     args = ap.parse_args()
     iterations = max(args.history // args.rollouts, 1)
 
@@ -180,7 +182,7 @@ def main() -> None:
             elif backend == "s3":
                 from tests.s3_server import seaweedfs
 
-                with seaweedfs(work / "seaweedfs") as server:
+                with seaweedfs(work / "seaweedfs", extra_args=tuple(args.weed_arg)) as server:
                     results["s3"] = bench_backend("s3", server.url("store"), server.storage_options, table,
                                                   iterations, log)
             else:
@@ -191,7 +193,7 @@ def main() -> None:
     n = iterations * args.rollouts
     print(f"\nrollout store bench: {args.rollouts:,} rollouts x {args.tokens} tokens per commit, "
           f"history {n:,} rollouts in {iterations} iterations, {os.cpu_count()} CPUs, "
-          f"load {os.getloadavg()[0]:.1f}")
+          f"load {os.getloadavg()[0]:.1f}" + (f", weed {' '.join(args.weed_arg)}" if args.weed_arg else ""))
     names = list(results)
     rows_out = [
         ("commit 10k rollouts (first)", "commit_first", "{:.2f} s", "< 2 s"),

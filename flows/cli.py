@@ -17,12 +17,14 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.cli_data import data_app, eval_command  # noqa: E402
+from flows.cli_exec import exec_command  # noqa: E402
 
 app = typer.Typer(help="StepCoder: RL for code LLMs from unit-test feedback.", no_args_is_help=True)
 model_app = typer.Typer(help="Prepare models.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.command("eval")(eval_command)
+app.command("exec")(exec_command)
 console = Console(stderr=False)
 err = Console(stderr=True)
 

@@ -74,7 +74,10 @@ def run_iteration(cfg: RunConfig) -> dict:
     jobs = [(prog.text, plans[c.prompt_index].problem.tests) for prog, c in zip(programs, completions)]
     e = cfg.execution
     options = {"timeout_s": e.timeout_s, "budget_s": e.budget_s, "memory_mb": e.memory_mb, "workers": e.workers,
-               "coverage": e.coverage}
+               "coverage": e.coverage, "python": e.python, "lenient_stdio": e.lenient_stdio,
+               "stop_on_first_failure": e.stop_on_first_failure, "cache": e.cache}
+    if e.backend == "docker":
+        options["image"] = e.docker_image
     futures = [execute_chunk.submit(chunk, e.backend, options) for chunk in _chunks(jobs, e.chunk_size)]
     results = [r for f in futures for r in f.result()]
     timings["execute"] = time.perf_counter() - t

@@ -108,12 +108,17 @@ class GenerationConfig(_Section):
 
 
 class ExecutionConfig(_Section):
-    backend: Literal["embedded"] = "embedded"
+    backend: Literal["embedded", "docker"] = Field("embedded", description="embedded sandbox or warm Docker pool")
     workers: int | None = Field(None, gt=0, description="parallel sandboxed programs; None = CPU count")
     timeout_s: float = Field(4.0, gt=0, description="per-test wall timeout")
     budget_s: float = Field(20.0, gt=0, description="per-program wall budget over all tests")
     memory_mb: int = Field(1024, ge=64)
     coverage: bool = Field(True, description="record executed lines (FGO needs them; off = FGO mask all ones)")
+    python: str | None = Field(None, description="runner interpreter; None = the cheapest with coverage available")
+    lenient_stdio: bool = Field(False, description="APPS' order-insensitive token-set rule (passes wrong answers)")
+    stop_on_first_failure: bool = Field(False, description="stop a program at its first failing test")
+    cache: bool = Field(True, description="run identical (program, tests) once per process")
+    docker_image: str = Field("stepcoder-runner:latest", description="runner image of the docker backend")
     chunk_size: int = Field(64, gt=0, description="programs per execute task")
 
 

@@ -88,7 +88,7 @@ def _free_ports(n: int) -> list[int]:
 
 @contextmanager
 def seaweedfs(workdir: str | os.PathLike | None = None, bucket: str = "stepcoder",
-              ready_timeout_s: float = 60.0) -> Iterator[S3Server]:
+              ready_timeout_s: float = 60.0, extra_args: tuple[str, ...] = ()) -> Iterator[S3Server]:
     """Start ``weed mini`` with a fresh data dir and credentials, create ``bucket``, stop it on exit."""
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="seaweedfs-")) if own_dir else Path(workdir)
@@ -100,7 +100,7 @@ def seaweedfs(workdir: str | os.PathLike | None = None, bucket: str = "stepcoder
     cmd = [
         weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false", "-volume.preStopSeconds=0",
-        *(f"-{flag}={port}" for flag, port in ports.items()),
+        *(f"-{flag}={port}" for flag, port in ports.items()), *extra_args,
     ]
     # weed mini reads the admin credentials of its S3 gateway from the standard AWS variables.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -102,7 +102,7 @@ def appsplus_records() -> list[dict]:
     for i, p in enumerate(scan("apps", str(SAMPLES_PATH), ).problems):
         raw = folder_to_record(SAMPLES_PATH / p.problem_id.split("/")[1])
         io = json.loads(raw["input_output"])
-        solution = json.loads(raw["solutions"])[0]
+        solution = min((s for s in json.loads(raw["solutions"]) if s.strip()), key=len)  # the canonical one
         if i == 0:  # the public description: prompt, canonical_solution, fn_name, inputs/outputs, starter_code
             rec = {"id": 1, "prompt": raw["question"], "canonical_solution": solution, "fn_name": "",
                    "inputs": io["inputs"], "outputs": io["outputs"], "starter_code": "", "difficulty": "interview"}
@@ -486,3 +486,25 @@ def test_gzip_jsonl_is_read(tmp_path):
         fh.write(_leet() + "\n")
     (p,) = load_problems("leetcode", str(path))
     assert p.problem_id == "leetcode/t" and p.meta["split"] is None
+
+
+def test_canonical_solution_is_the_shortest_that_passes(tmp_path):
+    """APPS lists many solutions: the loader picks the shortest; validation falls back to the next-shortest
+    when it fails the tests, so a validated problem carries the shortest *passing* solution."""
+    import shutil
+
+    from stepcoder.datasets.validate import validate_problems
+    from stepcoder.execution import make_executor
+
+    folder = tmp_path / "apps" / "0001"
+    shutil.copytree(SAMPLES_PATH / "0001", folder)
+    sols = json.loads((folder / "solutions.json").read_text())
+    shortest = min(sols, key=len)
+    broken = "print(0)\n"  # shorter than any real solution, and wrong
+    (folder / "solutions.json").write_text(json.dumps(sols + [broken]))
+    (problem,) = scan("apps", str(tmp_path / "apps")).problems
+    assert problem.solution.endswith(broken)  # loader: the shortest, whatever it does
+    with make_executor("embedded", timeout_s=4, budget_s=20, coverage=False) as ex:
+        report = validate_problems([problem], ex)
+    (clean,) = report.clean
+    assert clean.solution.endswith(shortest.replace("\r\n", "\n")) and not report.rejects

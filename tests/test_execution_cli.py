@@ -81,7 +81,7 @@ def test_exec_reward_override_and_unknown_ids(tmp_path):
 def test_exec_apps_folders(tmp_path):
     from stepcoder.datasets import DatasetError, load_problems
 
-    apps = HERE / "data" / "apps-samples"
+    apps = HERE.parent / "data" / "apps-samples"
     try:
         problems = load_problems("apps", str(apps), split=None)
     except (DatasetError, ValueError) as e:

@@ -107,7 +107,8 @@ def test_docker_agrees_with_embedded(dex):
                          TestSpec(kind="assert", asserts=tuple(d["test_list"]), setup=d["test_setup_code"])))
     jobs += [("x = int(input())\nif x:\n    print(x)\nelse:\n    print(0)\n",
               TestSpec(kind="stdio", inputs=("5", "0"), outputs=("5", "1"))),
-             ("def f(a):\n    return a[::-1]\n", TestSpec(kind="call", fn_name="f", inputs=([[1, 2]],), outputs=([2, 1],))),
+             ("def f(a):\n    return a[::-1]\n",
+              TestSpec(kind="call", fn_name="f", inputs=([[1, 2]],), outputs=([2, 1],))),
              ("def f(:\n", ASSERT_SIGN), ("raise ValueError(3)\n", ASSERT_SIGN)]
     with make_executor("embedded", timeout_s=1.0, budget_s=4.0, workers=2) as emb:
         expected = emb.run(jobs)

@@ -211,10 +211,34 @@ def test_concurrent_runs_from_threads(ex):
     assert outcomes == {k: ["pass"] * 15 for k in range(4)}
 
 
+def test_large_inputs_and_outputs(ex):
+    """Jobs and results far larger than a pipe's buffer, many at once: nothing deadlocks, nothing is cut."""
+    big = "\n".join(str(i) for i in range(60_000)) + "\n"  # ~350 KB in, the same out
+    spec = TestSpec(kind="stdio", inputs=(big, big), outputs=(big, big))
+    jobs = [(f"import sys\nsys.stdout.write(sys.stdin.read())  # {i}\n", spec) for i in range(8)]
+    results = ex.run(jobs)
+    assert [r.outcome for r in results] == ["pass"] * 8
+
+
 def test_progress_callback(ex):
     seen = []
     ex.run([(SIGN + f"# progress {i}\n", ASSERT_SIGN) for i in range(5)], progress=lambda d, n: seen.append((d, n)))
     assert seen[-1] == (5, 5) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_shared_executor_is_one_per_options():
+    from stepcoder.execution import shared_executor
+    from stepcoder.execution.factory import close_shared_executors
+
+    a = shared_executor("embedded", workers=1, timeout_s=2.0)
+    assert shared_executor("embedded", timeout_s=2.0, workers=1) is a
+    assert a.run([(SIGN, ASSERT_SIGN)])[0].outcome == "pass"
+    close_shared_executors()
+    with pytest.raises(RuntimeError, match="closed"):
+        a.run([(SIGN + "# after close\n", ASSERT_SIGN)])
+    b = shared_executor("embedded", workers=1, timeout_s=2.0)
+    assert b is not a
+    close_shared_executors()
 
 
 def test_close_leaves_nothing_behind():

@@ -122,11 +122,15 @@ def test_stage_commit_query_sql(store):
     ]
     assert count(con, "test_results") == 1
     assert run_sql(con, "SELECT config_hash FROM iterations")["config_hash"].to_pylist() == ["abc"]
+    # Each table's files carry that table's schema version.
+    for name in ("rollouts", "test_results", "iterations"):
+        got = run_sql(con, f"SELECT DISTINCT schema_version FROM {name}")["schema_version"].to_pylist()
+        assert got == [storage.SCHEMA_VERSIONS[name]], name
 
     t = store.read("rollouts", run="run1", iteration=1)
     assert t.column_names[-2:] == ["run", "iteration"]
     assert t["rollout_id"].to_pylist() == ["b-0", "b-1"]
-    assert set(t["schema_version"].to_pylist()) == {storage.SCHEMA_VERSION}
+    assert set(t["schema_version"].to_pylist()) == {storage.SCHEMA_VERSIONS["rollouts"]}
     assert store.read("rollouts", columns=["reward"]).column_names == ["reward", "run", "iteration"]
     # Module-level connect gives the same view from a URL.
     assert count(storage.connect(store.url, store.storage_options), "rollouts") == 6
@@ -240,14 +244,48 @@ def test_commit_twice_raises_and_overwrite_replaces(store):
     assert data_files(store, "test_results", "run1", 0) == []
 
 
+def test_reader_caches_are_shortcuts_never_the_truth(store):
+    """Snapshots and footer caches save requests; lost, damaged or stale ones must not change answers."""
+    from storage.manifest import cached_fragments, footers_path, snapshot_path
+
+    for it in (0, 1):
+        store.stage("run1", it, "rollouts", rollouts(2, tag=f"i{it}"))
+        store.commit("run1", it)
+    commits = store._commits()
+    assert len(cached_fragments(store.arrow_fs, store.root, "rollouts", commits, storage.store._HIVE)) == 2
+    snapshot = json.loads(store.fs.cat_file(snapshot_path(store.root, "run1", 0)))["commits"]
+    assert sorted(snapshot) == ["_commits/run=run1/iteration=0.json", "_commits/run=run1/iteration=1.json"]
+
+    def answer():
+        return run_sql(store.connect(), "SELECT iteration, rollout_id FROM rollouts ORDER BY ALL").to_pylist()
+
+    expected = [{"iteration": it, "rollout_id": f"i{it}-{i}"} for it in (0, 1) for i in (0, 1)]
+    assert answer() == expected
+    # An overwrite whose writer died before updating the caches: the snapshot still describes version 0.
+    stale = store.fs.cat_file(snapshot_path(store.root, "run1", 0))
+    store.stage("run1", 1, "rollouts", rollouts(3, tag="new"))
+    store.commit("run1", 1, overwrite=True)
+    assert store.fs.exists(f"{store.root}/_commits/run=run1/iteration=1.v1.json")  # markers are immutable
+    put(store, "_commits/run=run1/_snapshot.block=0.json", stale)
+    expected = expected[:2] + [{"iteration": 1, "rollout_id": f"new-{i}"} for i in range(3)]
+    assert answer() == expected
+    # Damaged caches are ignored; missing ones are only slower.
+    put(store, "_commits/run=run1/_snapshot.block=0.json", b"{not json")
+    put(store, "rollouts/_footers.run=run1.block=0", b"not parquet")
+    assert answer() == expected
+    store.fs.rm([snapshot_path(store.root, "run1", 0), footers_path(store.root, "rollouts", "run1", 0)])
+    assert answer() == expected
+    assert store.read("rollouts", iteration=1)["rollout_id"].to_pylist() == ["new-0", "new-1", "new-2"]
+
+
 def test_commit_retried_after_its_marker_is_a_no_op(store, monkeypatch):
-    """A commit that died after writing its marker (before cleanup) can simply be retried."""
+    """A commit that died right after its marker (caches and cleanup not done) can simply be retried."""
     store.stage("run1", 0, "rollouts", rollouts(2))
 
     def crash(*args, **kwargs):
         raise ConnectionError("killed after the marker")
 
-    monkeypatch.setattr(Store, "_cleanup", crash)
+    monkeypatch.setattr(Store, "_publish", crash)
     with pytest.raises(ConnectionError):
         store.commit("run1", 0)
     monkeypatch.undo()
@@ -255,6 +293,7 @@ def test_commit_retried_after_its_marker_is_a_no_op(store, monkeypatch):
     store.commit("run1", 0)  # the same staged files: no error, no duplicate
     assert store.read("rollouts").num_rows == 2
     assert staged_files(store, "run1", 0) == []
+    assert store.fs.exists(storage.manifest.snapshot_path(store.root, "run1", 0))  # the retry finished the job
 
 
 def test_commit_needs_staged_data(store):
@@ -332,7 +371,7 @@ def test_old_partition_with_fewer_columns_reads_nulls(store):
     con = store.connect()
     got = run_sql(con, "SELECT rollout_id, finish_reason, schema_version FROM rollouts ORDER BY rollout_id")
     assert got.to_pylist() == [
-        {"rollout_id": "n-0", "finish_reason": "stop", "schema_version": storage.SCHEMA_VERSION},
+        {"rollout_id": "n-0", "finish_reason": "stop", "schema_version": storage.SCHEMA_VERSIONS["rollouts"]},
         {"rollout_id": "o-0", "finish_reason": None, "schema_version": 0},
         {"rollout_id": "o-1", "finish_reason": None, "schema_version": 0},
     ]
@@ -563,6 +602,18 @@ def test_doc_queries_run_and_give_sane_rows(store):
     # 5. reward distribution of mbpp/2: counts per reward add up to its 12 samples
     assert sum(r["n"] for r in q_reward) == 12
     assert sorted({round(r["reward"], 4) for r in q_reward}) == [-0.3, 1.0]
+
+
+def test_run_state_reads_back_from_history(store):
+    from storage.run_state import load_run_state
+
+    assert load_run_state(store, "demo").iteration == 1  # a new run starts at 1 from the base model
+    synthetic_history(store)
+    store.stage("demo", 3, "iterations", [{"checkpoint_uri": "ckpt/3"}])
+    store.commit("demo", 3, overwrite=True)  # now iteration 3 has only its iterations row
+    state = load_run_state(store, "demo")
+    assert (state.run, state.iteration, state.checkpoint_uri) == ("demo", 4, "ckpt/3")
+    assert state.stages == {"mbpp/1": 0, "mbpp/2": 2, "mbpp/3": 2}  # stage_after of iteration 2
 
 
 # ---- validation ----------------------------------------------------------------------------------------

@@ -41,15 +41,7 @@ DIFFICULTIES = ("introductory", "interview", "competition")
 SPLITS = ("train", "test")
 
 # hendrycks/apps eval/testing_util.py prepends these imports to every program (numpy dropped: not in the sandbox).
-APPS_HEADER = (
-    "import sys, time, itertools, collections, math, fractions, random, heapq\n"
-    "from itertools import accumulate, product, permutations, combinations\n"
-    "from collections import Counter, OrderedDict, deque, defaultdict, ChainMap\n"
-    "from functools import lru_cache\n"
-    "from math import sqrt, sin, cos, tan, ceil, fabs, floor, gcd, exp, log, log2\n"
-    "from typing import List, Tuple\n"
-    "from heapq import *\n"
-)
+from stepcoder.execution.headers import APPS_HEADER  # noqa: E402  (one home for the APPS import header)
 
 
 def with_header(header: str, code: str) -> str:
@@ -108,15 +100,26 @@ def tests_from_io(io: Any, fn_name: str | None = None) -> TestSpec:
     return TestSpec(kind="stdio", inputs=tuple(inputs), outputs=tuple(outputs))
 
 
-def first_solution(solutions: Any) -> str:
-    """The first non-empty program of a solutions list (or a single program); "" when there is none."""
+def ranked_solutions(solutions: Any) -> list[str]:
+    """The non-empty programs of a solutions list (or a single program), shortest first (ties keep file order).
+
+    The shortest is the canonical solution: CCCS cuts it into stages, so less code means fewer, cleaner split
+    points. Validation moves on to the next-shortest when it fails its tests (see ``validate_problems``), so
+    after validation a problem's solution is the shortest one that passes.
+    """
     if solutions is None:
-        return ""
+        return []
     if isinstance(solutions, str):
-        return lf(solutions)
+        solutions = [solutions]
     if not isinstance(solutions, list) or not all(isinstance(s, str) for s in solutions):
         raise RecordError("malformed", "solutions must be a list of program strings")
-    return next((lf(s) for s in solutions if s.strip()), "")
+    return sorted((lf(s) for s in solutions if s.strip()), key=len)
+
+
+def first_solution(solutions: Any) -> str:
+    """The canonical (shortest) solution; "" when there is none. The others: :func:`ranked_solutions`."""
+    ranked = ranked_solutions(solutions)
+    return ranked[0] if ranked else ""
 
 
 def make_problem(name: str, dataset: str, question: str, solution: str, tests: TestSpec, starter: str,
@@ -125,6 +128,9 @@ def make_problem(name: str, dataset: str, question: str, solution: str, tests: T
         raise RecordError("malformed", "empty problem statement", f"{dataset}/{name}")
     starter = lf(starter)
     starter = starter.rstrip() + "\n" if starter.strip() else ""
+    alternatives = meta.pop("alternatives", None)
+    if alternatives:
+        meta["alternatives"] = [with_header(header, a) for a in alternatives]
     return Problem(
         problem_id=f"{dataset}/{name}",
         dataset=dataset,
@@ -165,8 +171,9 @@ def _folder_problem(folder: Path, name: str, header: str) -> Problem:
     starter_path = folder / "starter_code.py"
     starter = read_text(starter_path) if starter_path.is_file() else ""
     tests = tests_from_io(load_json("input_output.json"))
-    solution = first_solution(load_json("solutions.json"))
-    meta = {"url": metadata.get("url"), "source": "folder"}
+    ranked = ranked_solutions(load_json("solutions.json"))
+    solution = ranked[0] if ranked else ""
+    meta = {"url": metadata.get("url"), "source": "folder", "alternatives": ranked[1:]}
     if "/" in name:
         meta["split"] = name.split("/")[0]
     return make_problem(name, "apps", question, solution, tests, starter, metadata.get("difficulty"), header, meta)

@@ -129,6 +129,7 @@ def validate_problems(problems: Sequence[Problem], executor: Executor,
     t0 = time.monotonic()
     report = ValidationReport(source, rejects=list(prior_rejects))
     verdict: dict[int, Reject] = {}
+    problems = [_compiling_solution(p) for p in problems]
     for i, p in enumerate(problems):
         if (r := static_reject(p)) is not None:
             verdict[i] = r
@@ -149,11 +150,39 @@ def validate_problems(problems: Sequence[Problem], executor: Executor,
         report.retried = len(timeouts)
     for i, r in by_index.items():
         if r.outcome != "pass":
-            verdict[i] = _failure(problems[i], r)
+            fixed = _shortest_passing_alternative(problems[i], executor)
+            if fixed is None:
+                verdict[i] = _failure(problems[i], r)
+            else:
+                problems[i] = fixed
     report.clean = [p for i, p in enumerate(problems) if i not in verdict]
     report.rejects += [verdict[i] for i in sorted(verdict)]
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _compiling_solution(problem: Problem) -> Problem:
+    """Swap a canonical solution that does not compile for the shortest alternative that does."""
+    import dataclasses
+
+    if not problem.solution.strip() or _compiles(problem.solution, "") is None:
+        return problem
+    for alt in problem.meta.get("alternatives") or []:
+        if _compiles(alt, "") is None:
+            rest = [a for a in problem.meta["alternatives"] if a is not alt]
+            return dataclasses.replace(problem, solution=alt, meta={**problem.meta, "alternatives": rest})
+    return problem
+
+
+def _shortest_passing_alternative(problem: Problem, executor: Executor) -> Problem | None:
+    """When the canonical (shortest) solution fails, the next-shortest alternative that passes, if any."""
+    import dataclasses
+
+    for alt in problem.meta.get("alternatives") or []:
+        (result,) = executor.run([(alt, problem.tests)])
+        if result.outcome == "pass":
+            return dataclasses.replace(problem, solution=alt)
+    return None
 
 
 def validate_source(dataset: str, path: str | None = None, split: str | None = None, *,

@@ -4,8 +4,10 @@ program (``sandbox.py`` embedded, ``docker_sandbox.py`` in warm containers; both
 Light on purpose: the backends are imported by ``make_executor`` when used.
 """
 
-from stepcoder.execution.factory import BACKENDS, Executor, make_executor
+from stepcoder.execution.factory import BACKENDS, Executor, make_executor, shared_executor
 from stepcoder.execution.headers import APPS_HEADER
 from stepcoder.execution.results import OUTCOMES, ExecResult, TestResult
 
-__all__ = ["APPS_HEADER", "BACKENDS", "OUTCOMES", "ExecResult", "Executor", "TestResult", "make_executor"]
+__all__ = [
+    "APPS_HEADER", "BACKENDS", "OUTCOMES", "ExecResult", "Executor", "TestResult", "make_executor", "shared_executor",
+]

@@ -18,7 +18,6 @@ import os
 import socket
 import threading
 import uuid
-from typing import Any
 
 from stepcoder.execution.engine import DEFAULT_PRELOAD, PooledExecutor, warn_missing
 from stepcoder.execution.pool import BOOTSTRAP, Transport, WorkerPool
@@ -190,7 +189,7 @@ class DockerSandbox(PooledExecutor):
             ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)], init=False)
         config = {
             "mode": "container", "uid": None, "uid_drop": False, "memory_mb": memory_mb,
-            "cpu_s": math.ceil(budget_s) + 1, "nproc": max_processes * self.workers + 64, "file_mb": tmp_mb,
+            "cpu_s": math.ceil(budget_s) + 1, "nproc": max_processes * self.workers + 16, "file_mb": tmp_mb,
             "tmp_mb": tmp_mb, "preload": list(preload), "line_cap": 8 * max_output_bytes + MB,
             "total_cap": max(64 * MB, 16 * max_output_bytes), "scratch_dir": "/tmp",
             "container_protections": list(CONTAINER_PROTECTIONS),

@@ -10,7 +10,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, as_completed
+from concurrent.futures import Future
 from typing import Any
 
 from stepcoder.execution.cache import ResultCache, hit_copy, job_key, options_fingerprint
@@ -22,13 +22,14 @@ from stepcoder.problems import TestSpec
 
 logger = logging.getLogger("stepcoder.execution")
 
-# Modules imported once by each worker, so a program that imports them pays nothing (its child is a fork).
-# The APPS header and typical competitive/MBPP/HumanEval solutions import these.
+# Modules imported once by each worker, so a program that imports them pays nothing (its child is a fork): what
+# MBPP solutions, HumanEval/LeetCode prompts and the APPS header import. Left out on purpose: modules that register
+# an at-fork hook (threading, and queue/tempfile/statistics through it) or add much memory for rare use (hashlib,
+# dataclasses): every fork pays for those, whether the program uses them or not.
 DEFAULT_PRELOAD = (
     "re", "math", "cmath", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
-    "random", "copy", "operator", "fractions", "decimal", "statistics", "datetime", "array", "json", "hashlib",
-    "struct", "dataclasses", "enum", "abc", "queue", "threading", "numbers", "textwrap", "unicodedata",
-    "shutil", "tempfile",
+    "random", "copy", "operator", "fractions", "decimal", "datetime", "array", "json", "struct", "enum", "abc",
+    "numbers", "textwrap", "unicodedata",
 )
 
 _warned: set[tuple[str, tuple[str, ...]]] = set()
@@ -112,7 +113,7 @@ class PooledExecutor(Executor):
         """Run each ``(program, tests)`` job; results in input order. With the cache on (the default), identical
         jobs run once per executor lifetime: repeats come back with ``cache_hit=True``.
 
-        ``progress``: True draws a bar on stderr; a callable gets ``(done, total)`` after each result.
+        ``progress``: True draws a bar on stderr; a callable gets ``(done, total)`` every 0.25 s and at the end.
         """
         for _, spec in jobs:  # fail before starting anything
             check_spec(spec)
@@ -132,18 +133,30 @@ class PooledExecutor(Executor):
             pending[future] = (key, [i])
         report = _progress(progress, len(jobs))
         done = len(jobs) - sum(len(idx) for _, idx in pending.values())
+        left, lock, all_done = [len(pending)], threading.Lock(), threading.Event()
+
+        def one_done(_: Future) -> None:  # on the dispatcher thread: we wake once at the end, not per program
+            with lock:
+                left[0] -= 1
+                if left[0] == 0:
+                    all_done.set()
+
+        for future in pending:
+            future.add_done_callback(one_done)
+        if not pending:
+            all_done.set()
         report(done)
         try:
-            for future in as_completed(pending):
-                key, idx = pending[future]
+            while not all_done.wait(timeout=0.25):
+                report(done + sum(len(idx) for f, (_, idx) in pending.items() if f.done()))
+            for future, (key, idx) in pending.items():
                 result = future.result()
                 if self.cache is not None and not result.error.startswith("sandbox worker"):
                     self.cache.put(key, result)
                 results[idx[0]] = result
                 for i in idx[1:]:
                     results[i] = hit_copy(result)
-                done += len(idx)
-                report(done)
+            report(len(jobs))
         finally:
             report(None)
         return results  # type: ignore[return-value]

@@ -66,13 +66,29 @@ def _global_tracer(frame, event, arg):
     return _local_tracer if frame.f_code.co_filename == CANDIDATE else None
 
 
+class _Discard(io.RawIOBase):
+    def writable(self):
+        return True
+
+    def write(self, b):
+        return len(b)
+
+
+_quiet = {}  # streams made once in the worker (prepare): a child only assigns them, it allocates nothing
+
+
 def prepare() -> str:
     """Once, in the worker before it forks children: what every child can inherit (the alarm handler, the
-    coverage tool). Returns the coverage mechanism this interpreter offers."""
+    coverage tool, discarding output streams). Returns the coverage mechanism this interpreter offers."""
     signal.signal(signal.SIGALRM, _on_alarm)
+    _quiet["out"] = io.TextIOWrapper(io.BufferedWriter(_Discard()), encoding="utf-8", errors="replace")
+    _quiet["err"] = io.TextIOWrapper(io.BufferedWriter(_Discard()), encoding="utf-8", errors="replace")
+    _quiet["in"] = io.TextIOWrapper(io.BufferedReader(io.BytesIO(b"")), encoding="utf-8")
     builtins.exit = builtins.quit = sys.exit  # `python -S` leaves these undefined
     mon = getattr(sys, "monitoring", None)
     if mon is None:
+        import threading  # noqa: F401  (settrace must reach the program's threads: import it once, here)
+
         return "settrace"
 
     def on_line(code, line):
@@ -145,14 +161,19 @@ class _Sink(io.RawIOBase):
 def _set_stdin(text: str) -> None:
     """The test input on fd 0 itself (a memfd), so ``open(0)`` and ``os.read(0)`` see it as well as ``input()``."""
     data = text.encode()
+    raw = None
     try:
         fd = os.memfd_create("stdin", 0)
-        os.write(fd, data)  # a memfd takes any size in one write
-        os.lseek(fd, 0, 0)
-        os.dup2(fd, 0)
-        os.close(fd)
-        raw = io.FileIO(0, "rb", closefd=False)
-    except (AttributeError, OSError):  # no memfd: the program gets the input through sys.stdin only
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.lseek(fd, 0, 0)
+            os.dup2(fd, 0)
+            raw = io.FileIO(0, "rb", closefd=False)
+        finally:
+            os.close(fd)
+    except (AttributeError, OSError):  # no memfd (or too big a file): the input reaches sys.stdin only
         raw = io.BytesIO(data)
     sys.stdin = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8")
 
@@ -434,9 +455,8 @@ def run_program(job: dict, result_fd: int, missing: list) -> None:
         coverage = _start_coverage(job["coverage"])
         _emit({"t": "start", "python": sys.version.split()[0], "coverage": coverage, "missing": missing}, hold=True)
         os._exit = _candidate_exit
-        _set_stdin("")
-        _set_stdout(job["max_output_bytes"], strict=False)  # stdout of assert/call programs is discarded
-        sys.stderr = io.TextIOWrapper(io.BufferedWriter(_Sink(0, False)), encoding="utf-8", errors="replace")
+        # stdout of assert/call programs is discarded; stdio tests get their own streams per test
+        sys.stdin, sys.stdout, sys.stderr = _quiet["in"], _quiet["out"], _quiet["err"]
         header = compile(job["header"], HEADER, "exec") if job.get("header") else None
         try:
             code = _compile(job["program"], job["tests"]["kind"])

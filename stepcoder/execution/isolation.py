@@ -78,6 +78,7 @@ class WorkerState:
         self.devnull = -1
         self.oom_adj_fd = -1  # our /proc/self/oom_score_adj (root zygote): children are forked at 1000
         self.uid_drop = False
+        self.uid_processes = 0  # processes the programs' uid had on the host when we started
 
 
 # ---------------------------------------------------------------- the worker (once)
@@ -129,6 +130,7 @@ def _setup_host(cfg: dict, st: WorkerState) -> None:
     if "cgroup_memory" in st.applied and os.path.exists(oom_control):
         st.oom_fd = os.open(oom_control, os.O_RDONLY)
     uid, gid = os.geteuid(), os.getegid()
+    st.uid_processes = count_processes(cfg["uid"] if st.root and cfg.get("uid") is not None else uid)
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     if not st.root:  # a user namespace grants the capabilities the other namespaces need
         flags |= CLONE_NEWUSER
@@ -265,7 +267,7 @@ def lock_worker(cfg: dict, st: WorkerState) -> None:
     - the environment and, with a private /tmp, the working directory;
     - without the root uid drop (a user namespace), no capabilities at all.
     """
-    limits = (("NPROC", cfg["nproc"]), ("FSIZE", cfg["file_mb"] * MB), ("NOFILE", 256), ("CORE", 0),
+    limits = (("NPROC", _nproc_limit(cfg, st)), ("FSIZE", cfg["file_mb"] * MB), ("NOFILE", 256), ("CORE", 0),
               ("MEMLOCK", 0), ("MSGQUEUE", 0))
     for name, value in limits:
         try:  # soft == hard: nothing below can raise them back
@@ -293,6 +295,31 @@ def lock_worker(cfg: dict, st: WorkerState) -> None:
             st.applied.remove("seccomp")
             st.missing.append("seccomp")
             sys.stderr.write(f"stepcoder worker: no seccomp: {err}\n")
+
+
+def _nproc_limit(cfg: dict, st: WorkerState) -> int:
+    """RLIMIT_NPROC counts every process of the uid on the host (other pools, containers, the user's own
+    session): where a pids cgroup (or the container's pids limit) bounds the program, it is only a loose
+    backstop; without one, it is what the uid runs already plus this pool's allowance."""
+    if "cgroup_pids" in st.applied:
+        return 4096
+    return st.uid_processes + cfg["nproc"]
+
+
+def count_processes(uid: int) -> int:
+    """Processes of ``uid`` on this host (a /proc scan: run before the filesystem view hides it)."""
+    n = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status") as f:
+                    for line in f:
+                        if line.startswith("Uid:"):
+                            n += int(line.split()[1]) == uid
+                            break
+            except OSError:
+                pass
+    return n
 
 
 # ---------------------------------------------------------------- each program's child (before program code)
@@ -326,10 +353,9 @@ def confine_child(cfg: dict, st: WorkerState, result_fd: int, workdir: str) -> l
         try:
             os.setgroups([])
             os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)  # clears every capability
-        except OSError:
+            os.setresuid(uid, uid, uid)  # clears every capability; also leaves the process undumpable (its
+        except OSError:  # /proc/self entries belong to root, as in the container): no prctl, which costs page copies
             missing.append("uid")
-        _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the uid change made us undumpable: our own /proc/self back
     if not st.pid1:  # no PID namespace to die with: die with the worker
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if workdir != os.environ.get("HOME"):  # no private /tmp: a scratch directory per program

@@ -64,6 +64,10 @@ sys.modules["worker"].main(_m["config"])
 MAX_FRAME = 1 << 28  # a worker caps one program's records far below this (total_cap)
 START_TIMEOUT_S = 60.0
 WATCHDOG_SLACK_S = 15.0  # past a job's budget before a silent worker is declared hung
+PIPELINE = 2  # jobs sent to a worker at once: it starts the next as soon as one ends, without a round trip
+# Only a job this small waits in a busy worker's pipe: our write must never block while that worker is blocked
+# writing its results to us (both pipes full). A worker with nothing to do reads any size.
+PIPELINE_MAX_BYTES = 16 << 10
 
 
 class WorkerStartError(RuntimeError):
@@ -157,10 +161,24 @@ class _Task:
 
 
 class _Slot:
-    __slots__ = ("transport", "parser", "hello", "task")
+    """A live worker and the jobs sent to it: the first is running, the rest wait in its pipe (see PIPELINE)."""
+
+    __slots__ = ("transport", "parser", "hello", "tasks")
 
     def __init__(self, transport: Transport, hello: dict[str, Any]):
-        self.transport, self.parser, self.hello, self.task = transport, hello.pop("_parser"), hello, None
+        self.transport, self.parser, self.hello = transport, hello.pop("_parser"), hello
+        self.tasks: collections.deque[_Task] = collections.deque()
+
+    @property
+    def task(self) -> _Task | None:
+        """The job running now."""
+        return self.tasks[0] if self.tasks else None
+
+
+def _start(task: _Task) -> None:
+    """``task`` becomes its worker's running job: its clocks start."""
+    task.t0 = time.monotonic()
+    task.deadline = task.t0 + float(task.msg["budget_s"]) + WATCHDOG_SLACK_S
 
 
 class WorkerPool:
@@ -187,7 +205,10 @@ class WorkerPool:
         self._failures = 0
         self._deaths = 0  # workers lost since the last job completed: a crash loop stops respawning
         self.restarts = 0
-        self.phase_ms: dict[str, float] = collections.defaultdict(float)  # worker-side time per phase, summed
+        # Worker-side accounting, summed over jobs: wall ms per phase of a job (fork, start, run, reap, wipe) and
+        # the child's CPU ms; page faults of the child and of the worker (see bench/exec.py)
+        self.phase_ms: dict[str, float] = collections.defaultdict(float)
+        self.faults: dict[str, int] = collections.defaultdict(int)
         self.jobs_done = 0
         slots = self._start_many(size)
         self.hello = slots[0].hello
@@ -215,6 +236,9 @@ class WorkerPool:
             self._closed = True
         self._wake()
         self._thread.join(timeout=30)
+        end = time.monotonic() + 60
+        while self._spawning and time.monotonic() < end:  # a respawn in flight still wakes us once
+            time.sleep(0.02)
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -272,9 +296,9 @@ class WorkerPool:
                 with self._lock:
                     self._failures += 1
             finally:
+                self._wake()
                 with self._lock:
                     self._spawning -= 1
-                self._wake()
 
         threading.Thread(target=run, name=f"stepcoder-{self.name}-respawn", daemon=True).start()
 
@@ -320,22 +344,29 @@ class WorkerPool:
         return max(1, int((min(deadlines) - time.monotonic()) * 1000) + 1)
 
     def _assign(self) -> None:
-        for slot in self._slots.values():
-            if slot.task is not None:
-                continue
-            with self._lock:
-                if not self._queue:
-                    return
-                task = self._queue.popleft()
-            if task.future.cancelled():
-                continue
-            slot.task = task
-            task.t0 = time.monotonic()
-            task.deadline = task.t0 + float(task.msg["budget_s"]) + WATCHDOG_SLACK_S
-            try:
-                slot.transport.write(encode_message(task.msg))
-            except OSError:
-                pass  # a dead worker: its EOF is handled by the loop
+        for busy in (False, True):  # idle workers first, then a second job for busy ones
+            for slot in self._slots.values():
+                while len(slot.tasks) < (PIPELINE if busy else 1):
+                    with self._lock:
+                        if not self._queue:
+                            return
+                        task = self._queue.popleft()
+                    if task.future.cancelled():
+                        continue
+                    data = encode_message(task.msg)
+                    if slot.tasks and len(data) > PIPELINE_MAX_BYTES:
+                        with self._lock:
+                            self._queue.appendleft(task)  # it waits for an idle worker
+                        break
+                    slot.tasks.append(task)
+                    if len(slot.tasks) == 1:
+                        _start(task)
+                    else:
+                        task.deadline = float("inf")  # its clocks start when the one before it ends
+                    try:
+                        slot.transport.write(data)
+                    except OSError:
+                        break  # a dead worker: its EOF is handled by the loop
 
     def _on_readable(self, fd: int, poller: select.poll) -> None:
         slot = self._slots[fd]
@@ -369,18 +400,23 @@ class WorkerPool:
                 done = json.loads(body)
                 if done.get("id") != task.msg["id"]:
                     continue
-                slot.task = None
+                slot.tasks.popleft()
+                if slot.tasks:
+                    _start(slot.tasks[0])
                 self.jobs_done += 1
                 self._deaths = 0
                 for k, v in done.get("phases", {}).items():
                     self.phase_ms[k] += v
+                for k, v in done.get("faults", {}).items():
+                    self.faults[k] += v
                 why = "stopped" if task.stop_sent and done["why"] in ("stopped", "exit") else done["why"]
                 self._finish(task, task.collector.result(float(done["ms"]), done["exit"], why, bool(done["oom"]),
                                                          self._runner(slot)))
 
     def _runner(self, slot: _Slot) -> dict[str, Any]:
         h = slot.hello
-        return {**self.runner, "python": h["python"], "interpreter": h["executable"], "missing": h["missing"]}
+        return {**self.runner, "python": h["python"], "interpreter": h["executable"], "missing": h["missing"],
+                "harness": HARNESS_VERSION}
 
     def _finish(self, task: _Task, result: ExecResult) -> None:
         missing = sorted(set(result.runner.get("missing", [])) | set(result.runner.pop("child_missing", [])))
@@ -397,11 +433,14 @@ class WorkerPool:
             pass
         slot.transport.kill()
         detail = _why(slot.transport)
-        if slot.task is not None:
-            task, slot.task = slot.task, None
+        if slot.tasks:
+            task = slot.tasks.popleft()
             task.collector.error = task.collector.error or reason + detail
             ms = (time.monotonic() - task.t0) * 1000
             self._finish(task, task.collector.result(ms, None, "worker_died", False, self._runner(slot)))
+            with self._lock:  # the ones waiting behind it never started: back to the front of the queue
+                self._queue.extendleft(reversed(slot.tasks))
+            slot.tasks.clear()
         self._deaths += 1
         if self._deaths > 2 * self.size + 2:  # every worker dies and none completes a job: do not loop
             logger.error("%s workers keep dying (%s%s); giving up on them", self.name, reason, detail)
@@ -435,8 +474,9 @@ class WorkerPool:
                 pass
         for slot in self._slots.values():
             slot.transport.kill(grace_s=2.0)
-            if slot.task is not None and not slot.task.future.done():
-                slot.task.future.set_exception(RuntimeError("executor closed"))
+            for task in slot.tasks:
+                if not task.future.done():
+                    task.future.set_exception(RuntimeError("executor closed"))
         with self._lock:
             tasks, self._queue = list(self._queue), collections.deque()
             incoming, self._incoming = list(self._incoming), collections.deque()

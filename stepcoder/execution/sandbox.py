@@ -88,15 +88,25 @@ def _cgroup_root(controller: str) -> Path | None:
     return path
 
 
-def clean_stale_cgroups() -> None:
-    """Remove empty per-worker cgroups a killed parent left behind (busy ones refuse to go)."""
+def clean_stale() -> None:
+    """Remove what a killed parent left behind: empty per-worker cgroups (busy ones refuse to go) and the empty
+    mount points of worker views (in use ones are mounted over in their own namespace only, so they are empty
+    here too: rmdir of a live one would not disturb it, but only directories older than an hour are touched)."""
+    cutoff = time.time() - 3600
+    for d in glob.glob(os.path.join(tempfile.gettempdir(), "stepcoder-view-*")):
+        try:
+            if os.stat(d).st_mtime < cutoff:
+                os.rmdir(d)
+        except OSError:
+            pass
     for controller in ("memory", "pids"):
         root = _cgroup_root(controller)
         if root is None:
             continue
         for d in glob.glob(str(root / CGROUP_GROUP / "*")):
-            try:
-                os.rmdir(d)
+            try:  # not a young one: another pool may have made it and be about to start its worker in it
+                if os.stat(d).st_mtime < time.time() - 600:
+                    os.rmdir(d)
             except OSError:
                 pass
 
@@ -255,10 +265,10 @@ class EmbeddedSandbox(PooledExecutor):
         self._pool_id = uuid.uuid4().hex[:10]
         self._spawned = 0
         self._spawn_lock = threading.Lock()
-        clean_stale_cgroups()
+        clean_stale()
         config = {
             "mode": "host", "uid": uid, "uid_drop": uid is not None, "memory_mb": memory_mb,
-            "cpu_s": math.ceil(budget_s) + 1, "nproc": max_processes * self.workers + 64, "file_mb": tmp_mb,
+            "cpu_s": math.ceil(budget_s) + 1, "nproc": max_processes * self.workers + 16, "file_mb": tmp_mb,
             "tmp_mb": tmp_mb, "preload": list(preload), "line_cap": 8 * max_output_bytes + MB,
             "total_cap": max(64 * MB, 16 * max_output_bytes), "scratch_dir": self._scratch,
         }

@@ -26,6 +26,7 @@ bootstrap in ``pool.py`` loads from source).
 
 import marshal
 import os
+import resource
 import select
 import shutil
 import signal
@@ -43,6 +44,7 @@ class _Channel:
 
     def __init__(self, rfd: int, wfd: int):
         self.rfd, self.wfd, self.buf = rfd, wfd, bytearray()
+        self.pending = []  # run messages that arrived while a program ran (the parent pipelines jobs)
 
     def send(self, kind: bytes, payload: bytes) -> None:
         self.send_raw(kind + len(payload).to_bytes(4, "big") + payload)
@@ -70,6 +72,8 @@ class _Channel:
 
     def recv(self):
         """Block for the next message; None once the parent is gone."""
+        if self.pending:
+            return self.pending.pop(0)
         while (msg := self.pop()) is None:
             if not self.fill():
                 return None
@@ -80,10 +84,13 @@ def _json(obj) -> bytes:
     return harness.to_json(obj).encode()
 
 
-def _oom_kills(st) -> int:
-    if st.oom_fd < 0:
-        return 0
-    for line in os.pread(st.oom_fd, 4096, 0).decode().splitlines():
+def _oom_state(st) -> bytes:
+    """memory.oom_control of the worker's cgroup, raw: it changes when the OOM killer acts there."""
+    return os.pread(st.oom_fd, 4096, 0) if st.oom_fd >= 0 else b""
+
+
+def _oom_kills(state: bytes) -> int:
+    for line in state.decode().splitlines():
         if line.startswith("oom_kill "):
             return int(line.split()[1])
     return 0
@@ -150,10 +157,13 @@ def _relay(chan: _Channel, cfg: dict, job: dict, pid: int, rfd: int, t0: float, 
                     if not chan.fill():
                         return "parent_gone"
                     while (msg := chan.pop()) is not None:
-                        if msg.get("op") == "exit":
+                        op = msg.get("op")
+                        if op == "exit":
                             return "parent_gone"
-                        if msg.get("op") == "kill" and msg.get("id") == job["id"]:
+                        if op == "kill" and msg.get("id") == job["id"]:
                             return "stopped"
+                        if op == "run":
+                            chan.pending.append(msg)
                 elif fd == pidfd:
                     _drain(held, rfd)
                     return "exit"
@@ -201,14 +211,14 @@ def _cleanup(st, pid: int, marks: dict) -> int:
                 continue
             if reaped == pid:
                 status = s
-                marks["cpu"] = usage.ru_utime + usage.ru_stime
+                marks["cpu"], marks["faults"] = usage.ru_utime + usage.ru_stime, usage.ru_minflt
     else:
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         _, status, usage = os.wait4(pid, 0)
-        marks["cpu"] = usage.ru_utime + usage.ru_stime
+        marks["cpu"], marks["faults"] = usage.ru_utime + usage.ru_stime, usage.ru_minflt
     return status
 
 
@@ -246,8 +256,9 @@ def _run(chan: _Channel, cfg: dict, st, job: dict) -> None:
         workdir = tempfile.mkdtemp(prefix="run-", dir=cfg["scratch_dir"])
         if st.root and cfg.get("uid") is not None:
             os.chown(workdir, cfg["uid"], cfg["uid"])
-    ooms = _oom_kills(st)
+    oom_before = _oom_state(st)
     marks = {}
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.monotonic()
     if st.oom_adj_fd >= 0:
         os.pwrite(st.oom_adj_fd, b"1000", 0)  # inherited by the child...
@@ -271,12 +282,16 @@ def _run(chan: _Channel, cfg: dict, st, job: dict) -> None:
         status = _cleanup(st, pid, marks)
     t_reaped = time.monotonic()
     ms = (t_reaped - t0) * 1000
-    oom = _oom_kills(st) > ooms
+    oom_after = _oom_state(st)
+    oom = oom_after != oom_before and _oom_kills(oom_after) > _oom_kills(oom_before)
     _wipe(workdir, keep_dir=st.private_tmp)
-    phases = {"fork": t_fork - t0, "start": marks.get("first", t_exit) - t_fork, "run": t_exit - marks.get("first", t_exit),
-              "reap": t_reaped - t_exit, "wipe": time.monotonic() - t_reaped, "child_cpu": marks.get("cpu", 0.0)}
+    first = marks.get("first", t_exit)  # the child's first record: start-up (confinement, compile, load) is over
+    phases = {"fork": t_fork - t0, "start": first - t_fork, "run": t_exit - first, "reap": t_reaped - t_exit,
+              "wipe": time.monotonic() - t_reaped, "child_cpu": marks.get("cpu", 0.0)}
+    # page faults: the main cost of a fork per program (every page either side writes after fork is copied)
+    faults = {"child": marks.get("faults", 0), "worker": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0}
     done = {"id": job["id"], "why": why, "exit": os.waitstatus_to_exitcode(status), "oom": oom, "ms": ms,
-            "phases": {k: round(v * 1000, 3) for k, v in phases.items()}}
+            "phases": {k: round(v * 1000, 3) for k, v in phases.items()}, "faults": faults}
     if why == "parent_gone":
         os._exit(0)
     held = marks["held"]
@@ -285,14 +300,29 @@ def _run(chan: _Channel, cfg: dict, st, job: dict) -> None:
     chan.send_raw(frames + body)  # one write, one wake-up of the parent
 
 
+def _preload(names) -> None:
+    """Import ``names`` once here, so they are free in every fork. ``random`` would register an at-fork hook
+    that reseeds it in each child from the OS (dozens of page copies per program); with ``os.fork`` hidden while
+    it loads, it registers none, and is seeded with 0 instead: every program starts from the same random state,
+    so its outcome does not depend on the run (a program can still reseed)."""
+    fork = os.fork
+    del os.fork
+    try:
+        for name in names:
+            try:
+                __import__(name)
+            except Exception:  # noqa: BLE001 - a module this interpreter lacks: programs import it themselves
+                pass
+    finally:
+        os.fork = fork
+    if "random" in sys.modules:
+        sys.modules["random"].seed(0)
+
+
 def main(cfg: dict) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as PID 1 with default dispositions, programs cannot signal us
     st = isolation.setup_worker(cfg)  # host mode: we are the zygote from here on
-    for name in cfg.get("preload", ()):
-        try:
-            __import__(name)  # imported once here, free in every fork
-        except Exception:
-            pass
+    _preload(cfg.get("preload", ()))
     harness.prepare()
     isolation.lock_worker(cfg, st)
     import gc
