@@ -13,6 +13,11 @@ costs both paths share), then flow and direct iterations alternate ``--repeats``
 own, so each pair does the same iteration number over the same problems. The first flow call also pays
 Prefect's one-off start (client, and with ``--api ephemeral`` the in-process API server), reported apart.
 
+Iterations this small are noisy on a shared machine (seconds of jitter in generate and train, identical code
+on both paths), so the bench also times a "flow skeleton": one flow run with the iteration's number of task
+runs and no-op bodies. That is Prefect's fixed cost per iteration; it does not grow with the work inside the
+tasks, so on a realistic iteration (minutes) it is a fraction of a percent.
+
 ``--api server`` (default) starts a real local Prefect server on loopback first, as `make server` does;
 ``--api ephemeral`` uses Prefect's ephemeral API server, what `stepcoder run` does with no PREFECT_API_URL.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -66,6 +72,10 @@ def without_prefect(max_workers: int):
                 if isinstance(value, Task):
                     saved.append((flow_mod, name, value))
                     setattr(flow_mod, name, _Direct(value, pool))
+            if hasattr(flow_mod, "fan_out"):  # flows.task_runners.fan_out: the same calls on the plain pool
+                saved.append((flow_mod, "fan_out", flow_mod.fan_out))
+                flow_mod.fan_out = lambda task, calls, runner: [
+                    f.result() for f in [task.submit(**params) for params in calls]]
             for mod in modules:
                 for name, stub in (("get_run_logger", lambda: logger),
                                    ("create_markdown_artifact", lambda **kw: None)):
@@ -76,6 +86,40 @@ def without_prefect(max_workers: int):
         finally:
             for mod, name, value in reversed(saved):
                 setattr(mod, name, value)
+
+
+def skeleton_overhead(n_tasks: int, n_chunks: int, max_workers: int, repeats: int = 5) -> tuple[float, float]:
+    """Prefect's bookkeeping alone: a flow with an iteration's task count and fan-out but no-op bodies.
+
+    Returns (median seconds per flow call, median seconds for the same calls made directly). The difference is
+    the fixed cost per iteration, measured without the noise of the real work around it.
+    """
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    @task(name="noop", cache_policy=NO_CACHE)
+    def noop(i: int) -> int:
+        return i
+
+    def body(call, submit) -> int:
+        total = sum(call(i) for i in range(n_tasks - n_chunks))
+        return total + sum(f.result() for f in [submit(i) for i in range(n_chunks)])
+
+    @flow(name="skeleton", task_runner=ThreadPoolTaskRunner(max_workers=max_workers))
+    def skeleton() -> int:
+        return body(noop, noop.submit)
+
+    times = {"flow": [], "direct": []}
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            skeleton()
+            times["flow"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            body(noop.fn, lambda i: pool.submit(noop.fn, i))
+            times["direct"].append(time.perf_counter() - t)
+    return statistics.median(times["flow"]), statistics.median(times["direct"])
 
 
 def _iteration(kind: str, run: str, args, overrides: list[str]) -> tuple[float, dict]:
@@ -106,14 +150,15 @@ def main() -> None:
                  "curriculum.advance_threshold=0", "ppo.keep_checkpoints=1", *args.overrides]
     with ExitStack() as stack:
         if args.api == "server":
-            from tests.prefect_server import prefect_server
+            from tests.prefect_server import local_prefect_server
 
-            server = stack.enter_context(prefect_server(work / "prefect"))
+            server = stack.enter_context(local_prefect_server(work / "prefect"))
             os.environ.update(PREFECT_API_URL=server.url, PREFECT_HOME=str(server.home))
         else:
             os.environ.pop("PREFECT_API_URL", None)
             os.environ["PREFECT_HOME"] = str(work / "prefect-home")
         import flows  # noqa: F401  (Prefect env defaults, after PREFECT_HOME is chosen)
+        from prefect import Task
 
         t = time.perf_counter()
         warm, _ = _iteration("direct", "warm", args, overrides)
@@ -126,23 +171,37 @@ def main() -> None:
                 phases.append(summary.get("timings", {}))
                 print(f"  iteration {r + 1} {kind:6s} {secs:6.2f} s  "
                       + " ".join(f"{k} {v:.2f}" for k, v in summary.get("timings", {}).items()), flush=True)
+        # One iteration's Prefect objects: the flow run, its task runs (stage_tables runs twice; tiny = 1 chunk).
+        n_tasks = 1 + sum(isinstance(v, Task) for v in vars(sys.modules["flows.stepcoder_flow"]).values())
+        sk_flow, sk_direct = skeleton_overhead(n_tasks, 1, args.max_workers)
 
-    first_flow = flow_s[0]
-    steady_flow = flow_s[1:] or flow_s
-    steady_direct = direct_s[1:] or direct_s
-    f, d = statistics.median(steady_flow), statistics.median(steady_direct)
+    # Pairs are adjacent in time, so machine-load drift cancels in the per-pair difference.
+    steady = list(zip(flow_s, direct_s, flow_phase, direct_phase))[1:] or list(zip(flow_s, direct_s, flow_phase,
+                                                                                   direct_phase))
+    deltas = [f - d for f, d, _, _ in steady]
+    d = statistics.median(d for _, d, _, _ in steady)
+    f = statistics.median(f for f, _, _, _ in steady)
+    delta = statistics.median(deltas)
     print()
-    print(f"api: {args.api}; {args.repeats} flow/direct pairs; medians over pairs 2.. (all pairs if 1)")
+    print(f"api: {args.api}; {args.repeats} flow/direct pairs; medians over pairs 2..{args.repeats}"
+          if args.repeats > 1 else f"api: {args.api}; 1 pair")
     print(f"  direct library calls : {d:7.2f} s per iteration")
     print(f"  through Prefect flow : {f:7.2f} s per iteration")
-    print(f"  overhead             : {f - d:+7.2f} s  ({(f - d) / d:+.1%} of a tiny iteration)")
-    print(f"  first flow call      : {first_flow - direct_s[0]:+7.2f} s over its direct pair "
-          "(one-off: client / API start)")
-    for phase in (flow_phase[-1] or {}):
-        fp = statistics.median(p[phase] for p in flow_phase[1:] or flow_phase)
-        dp = statistics.median(p[phase] for p in direct_phase[1:] or direct_phase)
-        print(f"    {phase:8s} flow {fp:6.2f} s   direct {dp:6.2f} s   ({fp - dp:+.2f})")
-    print(f"(total bench wall time {time.perf_counter() - t:.0f} s; work dir {work})")
+    print(f"  overhead per pair    : {delta:+7.2f} s median (min {min(deltas):+.2f}, max {max(deltas):+.2f}); "
+          f"{delta / d:+.1%} of this iteration")
+    print(f"  first flow call      : {flow_s[0] - direct_s[0]:+7.2f} s over its direct pair "
+          "(includes one-off client / API start)")
+    phases = list(steady[-1][2])
+    for phase in phases + ["outside phases"]:
+        def secs(total, timings):
+            return total - sum(timings.values()) if phase == "outside phases" else timings[phase]
+        fp = statistics.median(secs(f, fp_) for f, _, fp_, _ in steady)
+        dp = statistics.median(secs(d, dp_) for _, d, _, dp_ in steady)
+        print(f"    {phase:14s} flow {fp:6.2f} s   direct {dp:6.2f} s   ({fp - dp:+.2f})")
+    print(f"  flow skeleton        : {sk_flow:7.2f} s for 1 flow run + {n_tasks} no-op task runs "
+          f"(direct {sk_direct * 1000:.1f} ms): Prefect's fixed cost per iteration")
+    print(f"(bench wall time {time.perf_counter() - t:.0f} s)")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

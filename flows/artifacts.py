@@ -70,7 +70,7 @@ def _curriculum_section(curriculum: list[dict]) -> list[str]:
 
 def summary_markdown(summary: dict, curriculum: list[dict] | None = None) -> str:
     """Markdown for one iteration: pass rate per CCCS stage, reward and outcome counts, PPO losses / KL / FGO
-    masked fraction, curriculum movement and phase timings.
+    masked fraction, evaluation metrics (iterations that evaluated), curriculum movement and phase timings.
 
     ``summary`` is :func:`stepcoder.summary.iteration_summary`'s dict as the flow returns it (with ``timings``,
     ``store`` and ``checkpoint`` when present); ``curriculum`` the iteration's curriculum rows (defaults to
@@ -115,6 +115,12 @@ def summary_markdown(summary: dict, curriculum: list[dict] | None = None) -> str
         ["approx_kl (π_old → π)", _num(summary.get("approx_kl"), ".6f")],
         ["fgo_masked_fraction (completion tokens FGO left out)", _num(summary.get("fgo_masked_fraction"), ".1%")],
     ], right=(1,)))
+
+    evals = summary.get("evals") or {}
+    if evals:
+        md += ["", "## Evaluation (this iteration's checkpoint)", ""]
+        md.append(_table(["eval/metric", "value"], [[k, _num(v, ".4f")] for k, v in sorted(evals.items())],
+                         right=(1,)))
 
     if curriculum is not None:
         md += ["", "## Curriculum movement (CCCS)", ""] + _curriculum_section(curriculum)

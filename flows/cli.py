@@ -52,9 +52,14 @@ def run(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
     from flows.stepcoder_flow import stepcoder
+    from storage.lock import StoreLocked
 
-    summaries = stepcoder(run_name=cfg.run_name, config_path=str(config) if config else None,
-                          overrides=list(set_), iterations=iterations)
+    try:
+        summaries = stepcoder(run_name=cfg.run_name, config_path=str(config) if config else None,
+                              overrides=list(set_), iterations=iterations)
+    except StoreLocked as exc:  # another flow run is training this run: say so, no traceback
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(3)
     for summary in summaries:
         print_summary(summary)
 
@@ -99,7 +104,8 @@ def sql(
     from stepcoder.config import load_config
     from storage import connect, run_sql
 
-    con = connect(store or load_config().store)
+    cfg = load_config()
+    con = connect(store or cfg.store, None if store else cfg.store_options)
     try:
         result = run_sql(con, query)
     except duckdb.Error as exc:
@@ -108,6 +114,15 @@ def sql(
     finally:
         con.close()
     write_table(result, fmt, out)
+
+
+def _json_value(value):
+    """DuckDB sums come back as Decimal: integral ones as int, others as float; anything else as text."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)
 
 
 def write_table(result, fmt: Format, out: Optional[Path]) -> None:
@@ -125,7 +140,7 @@ def write_table(result, fmt: Format, out: Optional[Path]) -> None:
         pacsv.write_csv(result, sink)
         return
     if fmt is Format.json:
-        text = "\n".join(json.dumps(row, default=str) for row in result.to_pylist())
+        text = "\n".join(json.dumps(row, default=_json_value) for row in result.to_pylist())
         (out.write_text(text + "\n") if out else print(text))
         return
     table = Table()
@@ -153,6 +168,12 @@ def model_prepare(
         raise typer.Exit(2)
     path = prepare_model(name, cache_dir() / "models" / name) if force else resolve_model(name)
     console.print(f"{name} ready at {path}")
+
+
+# `stepcoder report RUN`: redraw <store>/runs/<run>/learning_curves.png from the committed history.
+from flows.report_cmd import report_command  # noqa: E402  (no Prefect import: the command works offline)
+
+app.command("report")(report_command)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -30,9 +30,9 @@ WHERE i.run = $run
 ORDER BY i.iteration
 """
 
-# One curve per evaluation metric, e.g. "humaneval/pass@1" (the dataset is named only when it differs).
+# One curve per evaluation metric, named "<eval_name>/<metric>" (e.g. "humaneval/pass@1") as in the summary.
 EVALS_SQL = """
-SELECT iteration, concat_ws('/', eval_name, nullif(dataset, eval_name), metric) AS name, avg(value) AS value
+SELECT iteration, eval_name || '/' || metric AS name, avg(value) AS value
 FROM evals WHERE run = $run
 GROUP BY ALL ORDER BY ALL
 """

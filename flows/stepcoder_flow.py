@@ -13,8 +13,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.artifacts import publish_report
+from flows.task_runners import fan_out, make_task_runner
 from stepcoder.config import RunConfig, load_config
 from stepcoder.curriculum import GLOBAL_KEY
 from stepcoder.models import resolve_model
@@ -28,13 +31,13 @@ from tasks.data import load_training_problems
 from tasks.evaluate import evaluate_checkpoint
 from tasks.execute import execute_chunk
 from tasks.generate import generate
-from tasks.store import commit_iteration, stage_tables
+from tasks.store import commit_iteration, discard_staged, stage_tables
 from tasks.train import train
 
 
 @task(name="load-run-state", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5])
-def load_state(store_url: str, run: str) -> RunState:
-    return load_run_state(open_store(store_url), run)
+def load_state(store_url: str, run: str, store_options: dict | None = None) -> RunState:
+    return load_run_state(open_store(store_url, store_options), run)
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -53,13 +56,15 @@ def _prune_checkpoints(cfg: RunConfig, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def run_iteration(cfg: RunConfig) -> dict:
+def run_iteration(cfg: RunConfig, lock=None) -> dict:
     log = get_run_logger()
     started = datetime.now(timezone.utc)
     timings: dict[str, float] = {}
     problems = load_training_problems(cfg)
-    state = load_state(cfg.store, cfg.run_name)
+    so = cfg.store_options
+    state = load_state(cfg.store, cfg.run_name, so)
     it = state.iteration
+    discard_staged(cfg.store, cfg.run_name, it, so)
     base_dir = str(resolve_model(cfg.model.path))
     policy_dir = str(Path(state.checkpoint_uri) / "policy") if state.checkpoint_uri else base_dir
     log.info("run %s iteration %d: policy %s", cfg.run_name, it, policy_dir)
@@ -78,8 +83,10 @@ def run_iteration(cfg: RunConfig) -> dict:
                "stop_on_first_failure": e.stop_on_first_failure, "cache": e.cache}
     if e.backend == "docker":
         options["image"] = e.docker_image
-    futures = [execute_chunk.submit(chunk, e.backend, options) for chunk in _chunks(jobs, e.chunk_size)]
-    results = [r for f in futures for r in f.result()]
+    o = cfg.orchestration
+    calls = [{"jobs": chunk, "backend": e.backend, "options": options} for chunk in _chunks(jobs, e.chunk_size)]
+    runner = make_task_runner(o.task_runner, o.max_workers, o.dask_address)
+    results = [r for chunk in fan_out(execute_chunk, calls, runner) for r in chunk]
     timings["execute"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -89,7 +96,7 @@ def run_iteration(cfg: RunConfig) -> dict:
     rollouts, test_rows = rollout_rows(cfg.run_name, it, plans, completions, programs, results, rewards,
                                        cfg.fgo.enabled, checkpoint_id, r.mode,
                                        (r.exec_weight, r.ast_weight, r.dfg_weight))
-    stage_tables(cfg.store, cfg.run_name, it, {"rollouts": rollouts, "test_results": test_rows})
+    stage_tables(cfg.store, cfg.run_name, it, {"rollouts": rollouts, "test_results": test_rows}, so)
     timings["store"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -105,10 +112,10 @@ def run_iteration(cfg: RunConfig) -> dict:
         t = time.perf_counter()
         tables["evals"] = evaluate_checkpoint(cfg, base_dir, str(Path(checkpoint) / "policy"), checkpoint, options)
         timings["eval"] = time.perf_counter() - t
-    stage_tables(cfg.store, cfg.run_name, it, tables)
+    stage_tables(cfg.store, cfg.run_name, it, tables, so)
 
     summary = iteration_summary(cfg.run_name, it, rollouts, metrics, curriculum, tables.get("evals", []))
-    commit_iteration(cfg.store, cfg.run_name, it, {
+    stage_tables(cfg.store, cfg.run_name, it, {"iterations": [{
         "config_hash": cfg.config_hash(),
         "config_json": cfg.to_json(),
         "checkpoint_uri": checkpoint,
@@ -119,9 +126,11 @@ def run_iteration(cfg: RunConfig) -> dict:
         "num_rollouts": len(rollouts),
         "pass_rate": summary["pass_rate"],
         "reward_mean": summary["reward_mean"],
-    })
+    }]}, so)
+    commit_iteration(cfg.store, cfg.run_name, it, lock, so)
     _prune_checkpoints(cfg, cfg.ppo.keep_checkpoints)
     summary.update(store=cfg.store, checkpoint=checkpoint, timings=timings)
+    publish_report(summary)  # markdown artifact + <store>/runs/<run>/learning_curves.png
     log.info("iteration %d committed: pass rate %.3f, reward %.3f", it, summary["pass_rate"], summary["reward_mean"])
     return summary
 
@@ -137,4 +146,8 @@ def stepcoder(
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     cfg = load_config(config_path, overrides, run_name)
-    return [run_iteration(cfg) for _ in range(iterations)]
+    # One writer per run: a second flow run of this run name fails here (or waits lock_wait_s), naming the holder.
+    lock = open_store(cfg.store, cfg.store_options).lock(cfg.run_name, owner=f"flow-run {flow_run.id}",
+                                                         wait_s=cfg.orchestration.lock_wait_s)
+    with lock:
+        return [run_iteration(cfg, lock) for _ in range(iterations)]

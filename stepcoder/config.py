@@ -182,9 +182,21 @@ class PPOConfig(_Section):
         return self
 
 
+class OrchestrationConfig(_Section):
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread", description="runner of the execute fan-out: thread (in the flow process) or dask"
+    )
+    max_workers: int = Field(2, gt=0, description="threads, or LocalCluster worker processes (dask, no address)")
+    dask_address: str | None = Field(None, description="Dask scheduler, e.g. tcp://10.0.0.5:8786; None = LocalCluster")
+    lock_wait_s: float = Field(0.0, ge=0, description="wait this long for another writer of the run, then fail")
+
+
 class RunConfig(_Section):
     run_name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     store: str = Field(".stepcoder/store", description="rollout store: a directory or an fsspec URL")
+    store_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec/s3fs options (endpoint_url, ...); keep secrets in AWS_* env vars"
+    )
     checkpoint_dir: str = Field(".stepcoder/checkpoints", description="local dir for policy checkpoints")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -195,6 +207,7 @@ class RunConfig(_Section):
     fgo: FGOConfig = FGOConfig()
     ppo: PPOConfig = PPOConfig()
     eval: EvalConfig = EvalConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)

@@ -19,7 +19,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "curriculum": 1,
     "train_metrics": 2,  # 2: logprob_gap
     "evals": 1,
-    "iterations": 1,
+    "iterations": 2,  # 2: time_eval_s
 }
 
 # Partition columns: encoded in the path, added back by readers.

@@ -37,7 +37,8 @@ def train(cfg: RunConfig, iteration: int, base_dir: str, policy_dir: str, resume
     from stepcoder.training.batch import batch_from_arrow
     from stepcoder.training.trainer import PPOTrainer
 
-    table = open_store(cfg.store).read_staged(cfg.run_name, iteration, "rollouts").select(_COLUMNS)
+    table = open_store(cfg.store, cfg.store_options).read_staged(cfg.run_name, iteration, "rollouts",
+                                                                  columns=_COLUMNS)
     tokenizer = AutoTokenizer.from_pretrained(policy_dir)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = batch_from_arrow(table, pad)

@@ -2,7 +2,7 @@
 PREFECT_HOME (SQLite database) in a temp dir, stopped by pid.
 
 Unlike ``prefect_test_harness`` this is the server users run (``make server``), so deployments, the runner
-behind ``flow.serve`` and the scheduler all work against it. Use the context manager ``prefect_server()``;
+behind ``flow.serve`` and the scheduler all work against it. Use the context manager ``local_prefect_server()``;
 point subprocesses at it with ``server.env``. ``stop_tree`` stops any process we started together with its
 descendants (the runner starts one process per flow run), each by pid, and reports what refused to die.
 """
@@ -58,7 +58,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def prefect_server(workdir: str | os.PathLike | None = None, ready_timeout_s: float = 120.0,
+def local_prefect_server(workdir: str | os.PathLike | None = None, ready_timeout_s: float = 120.0,
                    scheduler_loop_s: float = 2.0) -> Iterator[PrefectServer]:
     """Start ``prefect server start --host 127.0.0.1 --port <free>``, wait for /api/health, stop it on exit.
 

@@ -100,11 +100,13 @@ def seaweedfs(workdir: str | os.PathLike | None = None, bucket: str = "stepcoder
     cmd = [
         weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false", "-volume.preStopSeconds=0",
+        f"-s3.localSocket={root}/s3.sock", f"-filer.localSocket={root}/filer.sock",
         *(f"-{flag}={port}" for flag, port in ports.items()), *extra_args,
     ]
     # weed mini reads the admin credentials of its S3 gateway from the standard AWS variables.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
+    # TMPDIR: weed puts its unix sockets (/tmp/seaweedfs-*-<port>.sock) there and leaves them behind.
+    env.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret, TMPDIR=str(root))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own group: a signal to us doesn't hit it

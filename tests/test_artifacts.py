@@ -1,4 +1,5 @@
-"""The iteration artifact's markdown and the learning-curves PNG: pure functions, no Prefect server, no model."""
+"""The iteration artifact's markdown and the learning-curves PNG: pure functions, no Prefect server, no model
+(one test writes into an S3 store on the session's SeaweedFS server)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 import struct
 
 import pytest
+from s3_server import s3_server  # noqa: F401  (the session fixture: a real S3 server on loopback)
 
 from stepcoder.report import plot_learning_curves
 from stepcoder.summary import iteration_summary
@@ -33,7 +35,8 @@ def summary() -> dict:
     ]
     metrics = [{"policy_loss": -0.02, "value_loss": 0.5, "kl_ref": 0.001, "approx_kl": 1e-5},
                {"policy_loss": -0.04, "value_loss": 0.3, "kl_ref": 0.003, "approx_kl": 3e-5}]
-    s = iteration_summary("My_Run.2", 3, rollouts, metrics, CURRICULUM)
+    s = iteration_summary("My_Run.2", 3, rollouts, metrics, CURRICULUM,
+                          [{"eval_name": "humaneval", "metric": "pass@1", "value": 0.0625}])
     s.update(store="/tmp/store", checkpoint="/tmp/ckpt/My_Run.2/iter-000003",
              timings={"generate": 6.0, "execute": 2.0, "store": 0.5, "train": 11.5})
     return s
@@ -70,6 +73,7 @@ def test_summary_markdown_has_every_section_with_the_numbers(summary):
     assert "-0.03000" in ppo and "0.40000" in ppo  # mean policy / value loss over the two steps
     assert "| kl_ref (KL(π‖π_ref) per token) | 0.00200 |" in ppo
     assert "| fgo_masked_fraction (completion tokens FGO left out) | 31.2% |" in ppo  # 5 of 16 tokens masked
+    assert "| humaneval/pass@1 | 0.0625 |" in _section(md, "Evaluation")
     cur = _section(md, "Curriculum movement (CCCS)")
     assert "1 of 2 problems advanced" in cur
     assert "| 0 | 1 | 1 |" in cur and "| 1 | 1 | 1 |" in cur  # stage before → after counts
@@ -85,7 +89,9 @@ def test_summary_markdown_tolerates_missing_parts_and_nan():
     s = iteration_summary("r", 1, [], [], [])  # no rollouts, no train metrics: losses are NaN
     md = summary_markdown(s)
     assert "_no rollouts_" in md and "| policy_loss | n/a |" in md
-    assert "Curriculum movement" not in md and "Phase timings" not in md
+    assert "Phase timings" not in md and "Evaluation" not in md
+    s.pop("curriculum")
+    assert "Curriculum movement" not in summary_markdown(s)
     s["curriculum"] = []
     assert "_no curriculum rows for this iteration_" in summary_markdown(s)
 
@@ -207,3 +213,23 @@ def test_report_command_writes_the_png(tmp_path):
     assert (tmp_path / "store" / "runs" / "r" / "learning_curves.png").exists()
     res = CliRunner().invoke(app, ["report", "missing", "--store", str(tmp_path / "store")])
     assert res.exit_code == 1 and "no committed iteration" in res.output
+
+
+def test_learning_curves_go_into_an_s3_store(s3_server, monkeypatch):
+    """An object store gets the PNG as one object next to the run's data (`stepcoder report` works on S3)."""
+    import uuid
+
+    import s3fs
+
+    from flows.report_cmd import write_learning_curves
+    from storage import open_store
+
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    url = s3_server.url(f"report-{uuid.uuid4().hex[:8]}")
+    store = open_store(url)
+    store.stage("r", 1, "iterations", [{"pass_rate": 0.25, "reward_mean": -0.5}])
+    store.commit("r", 1)
+    assert write_learning_curves(url, "r") == f"{url}/runs/r/learning_curves.png"
+    fs = s3fs.S3FileSystem(**s3_server.storage_options, skip_instance_cache=True)
+    assert _png_size(fs.cat(f"{url}/runs/r/learning_curves.png")) == (1500, 450)

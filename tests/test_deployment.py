@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from storage import connect, open_store
-from tests.prefect_server import REPO, prefect_server, stop_tree, tail
+from prefect_server import REPO, local_prefect_server, stop_tree, tail  # tests/prefect_server.py
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ RUN_TIMEOUT_S = 300  # one tiny iteration is ~30-60 s on 2 busy cores, plus a fr
 def server(tmp_path_factory):
     import flows  # noqa: F401  (Prefect env defaults for this process, before prefect is imported)
 
-    with prefect_server(tmp_path_factory.mktemp("prefect")) as srv:
+    with local_prefect_server(tmp_path_factory.mktemp("prefect")) as srv:
         yield srv
 
 
@@ -133,7 +133,7 @@ def test_deployment_run_commits_an_iteration(server, served, run_root):
         [(ckpt, num_rollouts)] = con.sql(
             "SELECT checkpoint_uri, num_rollouts FROM iterations WHERE run = ? AND iteration = 1", params=[RUN]
         ).fetchall()
-        assert problems == 4 and 0 < n == num_rollouts <= 8  # data.limit=4 problems × up to 2 samples
+        assert 0 < problems <= 4 and 0 < n == num_rollouts <= 8  # data.limit=4 problems × 2 samples at most
         assert ckpt.endswith("iter-000001") and Path(ckpt).is_dir()
         assert con.sql("SELECT count(*) FROM train_metrics WHERE iteration = 1").fetchall()[0][0] > 0
     finally:
@@ -271,34 +271,36 @@ DASK_SCRIPT = textwrap.dedent("""
     import json, os, sys
     import flows  # noqa: F401
     from prefect import flow, task
-    from flows.task_runners import make_task_runner
+    from prefect.cache_policies import NO_CACHE
+    from prefect.runtime import flow_run
+    from flows.task_runners import fan_out, make_task_runner
     from stepcoder.problems import TestSpec
     from tasks.execute import execute_chunk
 
-    @task(name="worker-pid")
-    def worker_pid():
-        return os.getpid()
+    @task(name="execute-chunk-pid", cache_policy=NO_CACHE)
+    def execute_chunk_pid(jobs, backend, options):  # execute_chunk's body, plus where it ran
+        return os.getpid(), execute_chunk.fn(jobs, backend, options)
 
-    @flow(name="execute-fanout")
+    @flow(name="execute-fanout")  # the decorator's default task runner: fan_out brings its own
     def fanout(jobs, chunk_size):
-        chunks = [jobs[i:i + chunk_size] for i in range(0, len(jobs), chunk_size)]
-        futures = [execute_chunk.submit(c, "embedded", {"timeout_s": 2.0, "budget_s": 10.0, "workers": 1})
-                   for c in chunks]
-        pids = [worker_pid.submit() for _ in range(4)]
-        return [r.outcome for f in futures for r in f.result()], sorted({p.result() for p in pids})
+        calls = [{"jobs": jobs[i:i + chunk_size], "backend": "embedded",
+                  "options": {"timeout_s": 2.0, "budget_s": 10.0, "workers": 1}}
+                 for i in range(0, len(jobs), chunk_size)]
+        out = fan_out(execute_chunk_pid, calls, make_task_runner("dask", max_workers=2))
+        return [r.outcome for _, rs in out for r in rs], sorted({pid for pid, _ in out}), str(flow_run.id)
 
     if __name__ == "__main__":  # Dask's worker processes are spawned: they re-import this module
         spec = TestSpec(kind="assert", asserts=("assert add(1, 2) == 3", "assert add(-1, 1) == 0"))
         programs = ["def add(a, b):\\n    return a + b\\n", "def add(a, b):\\n    return a - b\\n",
                     "def add(a, b):\\n    raise ValueError\\n", "def add(a, b)\\n    return a\\n"] * 3
-        runner = make_task_runner("dask", max_workers=2)
-        outcomes, pids = fanout.with_options(task_runner=runner)([(p, spec) for p in programs], 5)
-        print(json.dumps({"outcomes": outcomes, "worker_pids": pids, "flow_pid": os.getpid(),
-                          "runner": type(runner).__name__}))
+        outcomes, pids, run_id = fanout([(p, spec) for p in programs], 3)
+        print(json.dumps({"outcomes": outcomes, "worker_pids": pids, "flow_pid": os.getpid(), "flow_run": run_id}))
 """)
 
 
 def test_execute_fanout_on_a_dask_local_cluster(server, tmp_path):
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
     script = tmp_path / "dask_fanout.py"
     script.write_text(DASK_SCRIPT)
     proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=server.env, stdout=subprocess.PIPE,
@@ -310,10 +312,15 @@ def test_execute_fanout_on_a_dask_local_cluster(server, tmp_path):
         assert not left, f"dask processes survived: {left}"
     assert proc.returncode == 0, err[-4000:]
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["runner"] == "DaskTaskRunner"
     assert result["outcomes"] == ["pass", "fail", "runtime_error", "compile_error"] * 3
-    # The tasks ran in the cluster's worker processes, not in the flow's.
+    # The chunks ran in the cluster's worker processes, not in the flow's.
     assert result["worker_pids"] and result["flow_pid"] not in result["worker_pids"]
+    # ...and are task runs of the flow run, as with the thread runner (what the UI shows under the run).
+    from uuid import UUID
+
+    with _api(server) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(result["flow_run"])])))
+    assert len(tasks) == 4 and all(t.state.is_completed() and t.name.startswith("execute-chunk-pid") for t in tasks)
 
 
 def test_finished_runs_leave_no_flow_run_process(server, served):

@@ -132,3 +132,16 @@ def test_held_out_evaluation_runs_every_n_iterations(two_iterations):
     # Held out: no evaluation problem was ever trained on.
     trained = {r["problem_id"] for r in store.read("rollouts", run="e2e").to_pylist()}
     assert not any(int(pid.split("/")[1]) in range(511, 601) for pid in trained)
+
+
+def test_a_second_writer_of_the_same_run_is_refused(tiny_model, prefect_server, tmp_path):
+    """Two flow runs of one run name never interleave: the second fails fast, naming the holder."""
+    from flows.stepcoder_flow import stepcoder
+    from storage.lock import StoreLocked
+
+    store = open_store(str(tmp_path / "store"))
+    with store.lock("busy", owner="flow-run other-writer"):
+        with pytest.raises(StoreLocked, match="other-writer"):
+            stepcoder(run_name="busy", config_path="infra/configs/tiny.yaml",
+                      overrides=[f"store={tmp_path / 'store'}", f"checkpoint_dir={tmp_path / 'ckpt'}"])
+    assert store.committed_iterations("busy") == []

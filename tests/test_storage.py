@@ -23,7 +23,9 @@ import pytest
 import storage
 from storage import IterationAlreadyCommitted, LockLost, Store, StoreLocked, open_store, run_sql
 from storage.objects import create_only
-from tests.s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
+# tests/ is on sys.path (pytest's rootdir-based import mode; tests/ is not a package), so this works from any
+# working directory and with either `pytest` or `python -m pytest`.
+from s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["local", "s3"]
