@@ -21,6 +21,9 @@ def engine_for(cfg: RunConfig, base_dir: str, policy_dir: str):
 
     key = (cfg.generation.backend, base_dir, cfg.model.dtype, cfg.model.max_model_len)
     engine = _ENGINES.get(key)
+    if engine is not None and not engine.healthy():
+        _ENGINES.clear()  # another engine in this process shut vLLM's shared state down: start afresh
+        engine = None
     if engine is None:
         _ENGINES.clear()  # a different model: drop the old engine before loading another
         engine = make_generator(cfg.generation.backend, policy_dir, dtype=cfg.model.dtype,

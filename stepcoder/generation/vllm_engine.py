@@ -110,5 +110,12 @@ class VLLMGenerator:
         self.llm.collective_rpc(_refresh_tied_lm_head)
         self.weights = str(weights_dir)
 
+    def healthy(self) -> bool:
+        """False once vLLM's process-wide parallel state is gone: in-process engines share it, and shutting one
+        down (e.g. an eval command's own engine) tears it down for every other engine in the process."""
+        from vllm.distributed import parallel_state
+
+        return parallel_state.model_parallel_is_initialized()
+
     def close(self) -> None:
         del self.llm
