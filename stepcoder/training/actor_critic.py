@@ -24,10 +24,15 @@ class ActorCritic(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, T, V) and values (B, T) for every input position."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_from: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T - logits_from, V) of positions ``logits_from``.. and values (B, T) of every position.
+
+        PPO needs logits only where completion tokens are scored; skipping the prompt positions saves most of
+        the vocabulary projection and its fp32 log-softmax (49k columns per position for SmolLM2).
+        """
         hidden = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = self.lm.get_output_embeddings()(hidden)
+        logits = self.lm.get_output_embeddings()(hidden[:, logits_from:])
         if self.critic_lm is not None:
             hidden = self.critic_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)

@@ -94,25 +94,44 @@ class PPOTrainer:
             model.load_value_head(Path(resume_dir))
         config = ds_config_for(ds_config, hp.micro_batch_size, hp.minibatch_size // hp.micro_batch_size, hp.lr)
         self.engine = make_engine(hp.engine, model, config, self.device)
-        self.ref = _load_lm(Path(ref_dir)).to(self.device).eval().requires_grad_(False)
+        # The frozen reference only runs forward passes: in a bf16 run it computes in bf16 too (the log-softmax
+        # over its logits stays in fp32).
+        ref_dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
+        self.ref = _load_lm(Path(ref_dir), ref_dtype).to(self.device).eval().requires_grad_(False)
         self.kl_ctl = ppo.make_kl_controller(hp.kl_controller, hp.kl_coef, hp.kl_target, hp.kl_horizon)
         self.global_step = 0
         if resume_dir is not None:
             self._load_state(Path(resume_dir))
 
     # ---- forward helpers -------------------------------------------------------------------------------
+    @staticmethod
+    def _first_action(mb: PPOBatch) -> int:
+        """First action index any row of the micro-batch scores (logits before it are never used)."""
+        has = mb.action_mask.sum(dim=1) > 0
+        return int(mb.action_mask[has].argmax(dim=1).min()) if bool(has.any()) else 0
+
+    @staticmethod
+    def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (width - x.shape[1], 0))
+
     def _policy_forward(self, mb: PPOBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log π(a_t) (b, t-1), V(s_t) (b, t-1) and entropy (b, t-1) on the action axis, at temperature T."""
         ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
-        logits, values = self.engine(ids, att)
-        logits = logits[:, :-1].float() / self.hp.temperature  # (b, t-1, V): position t scores action t (token t+1)
-        logprobs = ppo.logprobs_from_logits(logits, ids[:, 1:])  # (b, t-1)
-        return logprobs, values[:, :-1].float(), logits
+        start = self._first_action(mb)
+        width = ids.shape[1] - 1
+        logits, values = self.engine(ids, att, start)
+        logits = logits[:, :-1].float() / self.hp.temperature  # position t scores action t (token t+1)
+        logprobs = self._left_pad(ppo.logprobs_from_logits(logits, ids[:, start + 1 :]), width)
+        entropy = self._left_pad(ppo.entropy_from_logits(logits), width)
+        return logprobs, values[:, :-1].float(), entropy
 
     @torch.no_grad()
     def _ref_logprobs(self, mb: PPOBatch) -> torch.Tensor:
         ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
-        logits = self.ref(input_ids=ids, attention_mask=att).logits[:, :-1].float() / self.hp.temperature
-        return ppo.logprobs_from_logits(logits, ids[:, 1:])
+        start = self._first_action(mb)
+        hidden = self.ref.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[:, start:]
+        logits = self.ref.get_output_embeddings()(hidden)[:, :-1].float() / self.hp.temperature
+        return self._left_pad(ppo.logprobs_from_logits(logits, ids[:, start + 1 :]), ids.shape[1] - 1)
 
     def _micro_slices(self, n: int) -> list[slice]:
         m = self.hp.micro_batch_size
@@ -195,7 +214,7 @@ class PPOTrainer:
         hp = self.hp
         width = mb.action_mask.shape[1]
         exp = {k: v[:, :width].to(self.device) for k, v in exp.items()}
-        logprobs, values, logits = self._policy_forward(mb)
+        logprobs, values, token_entropy = self._policy_forward(mb)
         action_mask = mb.action_mask.to(self.device)
         policy_mask = mb.fgo_mask.to(self.device)
         value_mask = policy_mask if hp.mask_value_loss else action_mask
@@ -203,7 +222,7 @@ class PPOTrainer:
             logprobs, exp["old_logprobs"], exp["advantages"], policy_mask, hp.clip_coef, hp.loss_agg
         )
         v_loss, v_stats = ppo.value_loss(values, exp["old_values"], exp["returns"], value_mask, hp.vf_clip_coef, hp.loss_agg)
-        entropy = ppo.entropy_bonus(ppo.entropy_from_logits(logits), action_mask, hp.loss_agg)
+        entropy = ppo.entropy_bonus(token_entropy, action_mask, hp.loss_agg)
         loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
         self.engine.backward(loss)
         boundary = self.engine.is_gradient_accumulation_boundary()
