@@ -50,9 +50,12 @@ def probe_interpreter(python: str) -> dict:
 def _ldd(paths: list[str]) -> set[str]:
     """Shared libraries (and the dynamic loader) the given ELF files need, as absolute paths."""
     found: set[str] = set()
+    # Resolve as a plain process would: a caller that imported torch/vLLM may have LD_LIBRARY_PATH/LD_PRELOAD
+    # pointing into a virtualenv, which would drag site-packages libraries into the image.
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_LIBRARY_PATH", "LD_PRELOAD")}
     for path in paths:
         try:
-            out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=30).stdout
+            out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=30, env=env).stdout
         except (OSError, subprocess.SubprocessError):
             continue
         for line in out.splitlines():
