@@ -144,7 +144,7 @@ def rollout_rows(
             "executed_lines": list(result.executed_lines or []),
             "exec_time_ms": result.time_ms,
             "checkpoint_id": checkpoint_id,
-            "cache_hit": False,
+            "cache_hit": result.cache_hit,
             "finish_reason": comp.finish_reason,
         })
         for ti, test in enumerate(result.tests):
