@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import signal
 import struct
 import subprocess
@@ -268,9 +269,18 @@ def test_missing_protections_are_logged_once(caplog):
 def test_unprivileged_host_degrades_loudly_but_stays_isolated():
     """As an ordinary user: a user namespace still gives the network, PID and mount isolation and seccomp; the
     uid drop and cgroups are missing, and the start-up warning says so."""
+    # The checkout may sit in a directory the unprivileged user cannot enter (mktemp -d is 0700): give it a
+    # world-readable copy of the package.
+    shared = Path(tempfile.mkdtemp(prefix="stepcoder-unpriv-"))
+    os.chmod(shared, 0o755)
+    shutil.copytree(REPO / "stepcoder", shared / "stepcoder", ignore=shutil.ignore_patterns("__pycache__"))
+    for d, _, files in os.walk(shared):
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o644)
     script = f"""
 import logging, sys
-sys.path.insert(0, {str(REPO)!r})
+sys.path.insert(0, {str(shared)!r})
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
 from stepcoder.execution import make_executor
 from stepcoder.problems import TestSpec
@@ -279,8 +289,13 @@ with make_executor(workers=1, python={SYSTEM_311!r}) as ex:
                  TestSpec(kind="stdio", inputs=("",), outputs=("",)))])[0]
     print("RESULT", r.outcome, r.tests[0].detail, sorted(ex.runner_info["applied"]), sorted(ex.runner_info["missing"]))
 """
-    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_311, "-c", script],
-                          capture_output=True, text=True, timeout=120, cwd="/")
+    # A clean environment: vLLM (started by earlier tests in this process) sets LD_PRELOAD to a venv library.
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/tmp"}
+    try:
+        proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SYSTEM_311, "-c",
+                               script], capture_output=True, text=True, timeout=120, cwd="/", env=env)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     out = proc.stdout + proc.stderr
     if "Operation not permitted" in out and "RESULT" not in out:
         pytest.skip("unprivileged user namespaces are disabled on this host")
