@@ -280,6 +280,30 @@ def test_reader_caches_are_shortcuts_never_the_truth(store):
     assert store.read("rollouts", iteration=1)["rollout_id"].to_pylist() == ["new-0", "new-1", "new-2"]
 
 
+def test_scalar_columns_last_and_narrow_scans_read_many_files_at_once(store, monkeypatch):
+    """Layout and readahead that bench/store.py chose for object stores: answers must not change."""
+    for it in range(3):
+        store.stage("run1", it, "rollouts", rollouts(4, tag=f"i{it}"))
+        store.commit("run1", it)
+    path = store._abs(store._commits()[0].files["rollouts"][0])
+    with store.arrow_fs.open_input_file(path) as f:
+        order = pq.ParquetFile(f).schema_arrow.names
+    bulky = [n for n in order if n in storage.store._BULKY]
+    assert bulky and order[:len(bulky)] == bulky  # scalar columns after the bulky ones, next to the footer
+
+    dataset = store._dataset("rollouts", store._commits())
+    assert len(dataset.footers) == 3  # footers from the cache, no file read
+    assert dataset.fragment_readahead(["reward", "stage"]) == storage.store._MAX_READAHEAD  # tiny columns
+    monkeypatch.setattr(storage.store, "_READAHEAD_BYTES", 1)  # as if every file were bigger than the budget
+    fresh = store._dataset("rollouts", store._commits())
+    assert fresh.fragment_readahead(["reward"]) == fresh.fragment_readahead() == storage.store._MIN_READAHEAD
+    for budget in (1, 64 << 20):  # DuckDB scans through dataset.scanner(): same rows either way
+        monkeypatch.setattr(storage.store, "_READAHEAD_BYTES", budget)
+        got = run_sql(store.connect(), "SELECT iteration, count(*) AS n, sum(reward) AS r FROM rollouts "
+                                       "WHERE run = 'run1' GROUP BY ALL ORDER BY ALL").to_pylist()
+        assert got == [{"iteration": it, "n": 4, "r": 0.0} for it in range(3)]
+
+
 def test_commit_retried_after_its_marker_is_a_no_op(store, monkeypatch):
     """A commit that died right after its marker (caches and cleanup not done) can simply be retried."""
     store.stage("run1", 0, "rollouts", rollouts(2))
