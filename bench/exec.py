@@ -11,8 +11,8 @@ Rows (each at ``--workers`` programs at once, results checked):
 - ``docker run`` per program: a fresh container per program; the baseline for the Docker target.
 
 Columns: a trivial program (one function, one assert) and MBPP canonical solutions (tasks 601+, their 3 asserts).
-Then coverage overhead: a CPU-heavy program with executed-line recording on vs off, for the default runner
-interpreter (the cheapest available: sys.monitoring on Python >= 3.12) and for Python 3.11's settrace.
+A last embedded row runs an empty program with no tests: the sandbox's fixed cost per program on this machine. Then coverage overhead: a CPU-heavy program with executed-line recording on vs off,
+for the default runner interpreter (the cheapest available: sys.monitoring on Python >= 3.12) and for Python 3.11's settrace.
 
 Targets (issue 3, 2 cores): embedded >= 10x fresh process and >= 300 trivial programs/s with full isolation;
 Docker backend >= 10x ``docker run``; coverage overhead <= 1.5x on the default runner.
@@ -65,6 +65,12 @@ HEAVY_TEST = "assert work(400000)[0] == 33860"
 def trivial_jobs(n: int) -> list[tuple[str, TestSpec]]:
     # distinct programs (a comment differs) so nothing is deduplicated
     return [(TRIVIAL + f"# {i}\n", TestSpec(kind="assert", asserts=(TRIVIAL_TEST,))) for i in range(n)]
+
+
+def floor_jobs(n: int) -> list[tuple[str, TestSpec]]:
+    """An empty program with no tests: the sandbox's fixed cost per program (fork, confinement, harness start-up,
+    exit, relay, result) with nothing to run."""
+    return [(f"# {i}\n", TestSpec(kind="assert", asserts=())) for i in range(n)]
 
 
 def mbpp_jobs(n: int) -> list[tuple[str, TestSpec]]:
@@ -192,6 +198,7 @@ def main() -> int:
         info = emb.runner_info
         rate_pooled(emb, trivial_jobs(4 * w))  # warm-up
         e_triv, e_mbpp = rate_pooled(emb, trivial_jobs(n(1500))), rate_pooled(emb, mbpp_jobs(n(600)))
+        e_floor = rate_pooled(emb, floor_jobs(n(1500)))
     missing = ", ".join(info["missing"]) or "none"
     rows.append(("embedded sandbox", e_triv, e_mbpp,
                  f"Python {info['python']}, {info['coverage']}, start-up {start:.1f}s, missing protections: {missing}"))
@@ -240,6 +247,9 @@ def main() -> int:
 
     print(f"\nembedded vs fresh process: trivial {ratio(e_triv, f_triv)}; MBPP {ratio(e_mbpp, f_mbpp)} "
           f"(target >= 10x, and >= 300 trivial programs/s)")
+    print(f"embedded floor (empty program, no tests, same pool): {e_floor[0]:.0f} programs/s, "
+          f"{e_floor[1]:.1f} CPU ms/program: fresh process / fixed cost = {ratio(e_floor, f_triv)} (the ceiling "
+          f"for any program, before running anything)")
     if d_triv and r_triv:
         print(f"docker backend vs docker run: trivial {ratio(d_triv, r_triv)}; MBPP {ratio(d_mbpp, r_mbpp)} "
               f"(target >= 10x)")
