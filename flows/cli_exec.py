@@ -85,6 +85,9 @@ def exec_command(
                                        help="also accept stdout whose per-line token sets match (passes wrong "
                                             "answers)"),
     stop_on_first_failure: bool = typer.Option(False, "--stop-on-first-failure"),
+    guard: bool = typer.Option(True, "--guard/--no-guard",
+                               help="assert tests refuse comparisons decided by the program's own __eq__, "
+                                    "__bool__, ... (a reward hack); --no-guard runs them exactly as written"),
     reward: list[str] = typer.Option([], "--reward", help="override the reward table, e.g. --reward fail=-0.5"),
 ) -> None:
     """Run candidate programs against a dataset's tests in the sandbox; write one result line per candidate."""
@@ -112,7 +115,7 @@ def exec_command(
     t0 = time.perf_counter()
     with make_executor(backend, timeout_s=timeout_s, budget_s=budget_s, memory_mb=memory_mb, workers=workers,
                        header=use_header, lenient_stdio=lenient_stdio,
-                       stop_on_first_failure=stop_on_first_failure) as executor:
+                       stop_on_first_failure=stop_on_first_failure, guard_comparisons=guard) as executor:
         results = executor.run(jobs, progress=True)
     seconds = time.perf_counter() - t0
     out.parent.mkdir(parents=True, exist_ok=True)

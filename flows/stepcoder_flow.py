@@ -80,7 +80,8 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     e = cfg.execution
     options = {"timeout_s": e.timeout_s, "budget_s": e.budget_s, "memory_mb": e.memory_mb, "workers": e.workers,
                "coverage": e.coverage, "python": e.python, "lenient_stdio": e.lenient_stdio,
-               "stop_on_first_failure": e.stop_on_first_failure, "cache": e.cache}
+               "stop_on_first_failure": e.stop_on_first_failure, "cache": e.cache,
+               "guard_comparisons": e.guard_comparisons}
     if e.backend == "docker":
         options["image"] = e.docker_image
     o = cfg.orchestration

@@ -117,6 +117,9 @@ class ExecutionConfig(_Section):
     python: str | None = Field(None, description="runner interpreter; None = the cheapest with coverage available")
     lenient_stdio: bool = Field(False, description="APPS' order-insensitive token-set rule (passes wrong answers)")
     stop_on_first_failure: bool = Field(False, description="stop a program at its first failing test")
+    guard_comparisons: bool = Field(
+        True, description="assert tests refuse comparisons decided by the program's own __eq__/__bool__/... "
+        "(a reward hack); off = run the tests exactly as written")
     cache: bool = Field(True, description="run identical (program, tests) once per process")
     docker_image: str = Field("stepcoder-runner:latest", description="runner image of the docker backend")
     chunk_size: int = Field(64, gt=0, description="programs per execute task")

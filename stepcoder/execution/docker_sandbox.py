@@ -162,7 +162,7 @@ class DockerSandbox(PooledExecutor):
                  max_output_bytes: int = 1 << 20, workers: int | None = None, python: str | None = None,
                  coverage: bool = True, uid: int | None = 65534, stop_on_first_failure: bool = False,
                  site_packages: bool = False, header: str = "", lenient_stdio: bool = False, cache: bool = True,
-                 cache_size: int = 50_000, tmp_mb: int = 64, max_processes: int = 32,
+                 cache_size: int = 50_000, tmp_mb: int = 64, max_processes: int = 32, guard_comparisons: bool = True,
                  preload: tuple[str, ...] = DEFAULT_PRELOAD, image: str = DEFAULT_IMAGE, auto_build: bool = False):
         import docker
 
@@ -199,7 +199,7 @@ class DockerSandbox(PooledExecutor):
         self._start_engine(pool, timeout_s=timeout_s, budget_s=budget_s, max_output_bytes=max_output_bytes,
                            coverage=coverage, header=header, lenient_stdio=lenient_stdio,
                            stop_on_first_failure=stop_on_first_failure, cache=cache,
-                           cache_size=cache_size,
+                           cache_size=cache_size, guard_comparisons=guard_comparisons,
                            fingerprint={"backend": self.backend, "image": img.id, "python": self.python,
                                         "memory_mb": memory_mb, "tmp_mb": tmp_mb})
         warn_missing(self.backend, self.missing, "Check the Docker engine and the runner image.")

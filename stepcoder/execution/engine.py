@@ -15,6 +15,7 @@ from typing import Any
 
 from stepcoder.execution.cache import ResultCache, hit_copy, job_key, options_fingerprint
 from stepcoder.execution.collect import Collector
+from stepcoder.execution.guard import guard_source
 from stepcoder.execution.factory import Executor
 from stepcoder.execution.pool import HARNESS_VERSION, WorkerPool
 from stepcoder.execution.results import ExecResult
@@ -56,13 +57,17 @@ def check_spec(spec: TestSpec) -> None:
         raise ValueError("call tests need fn_name")
 
 
-def tests_message(spec: TestSpec) -> dict[str, Any]:
-    """The tests as the worker gets them: never the expected outputs (a child's memory is the program's)."""
+def tests_message(spec: TestSpec, guard: bool = True) -> dict[str, Any]:
+    """The tests as the worker gets them: never the expected outputs (a child's memory is the program's).
+    ``guard``: assert-style test code rewritten so the program's own methods cannot decide its comparisons
+    (``guard.py``)."""
     inputs: list[Any] = list(spec.inputs)
     if spec.kind == "stdio":  # some APPS inputs are lists of lines
         inputs = ["\n".join(map(str, x)) if isinstance(x, list) else str(x) for x in inputs]
-    return {"kind": spec.kind, "asserts": list(spec.asserts), "setup": spec.setup, "inputs": inputs,
-            "fn_name": spec.fn_name}
+    asserts, setup = list(spec.asserts), spec.setup
+    if guard and spec.kind == "assert":
+        asserts, setup = [guard_source(a) for a in asserts], guard_source(setup)
+    return {"kind": spec.kind, "asserts": asserts, "setup": setup, "inputs": inputs, "fn_name": spec.fn_name}
 
 
 class PooledExecutor(Executor):
@@ -72,16 +77,16 @@ class PooledExecutor(Executor):
 
     def _start_engine(self, pool: WorkerPool, *, timeout_s: float, budget_s: float, max_output_bytes: int,
                       coverage: bool, header: str, lenient_stdio: bool, stop_on_first_failure: bool, cache: bool,
-                      cache_size: int, fingerprint: dict[str, Any]) -> None:
+                      cache_size: int, fingerprint: dict[str, Any], guard_comparisons: bool = True) -> None:
         self._pool = pool
         self.timeout_s, self.budget_s, self.max_output_bytes = timeout_s, budget_s, max_output_bytes
         self.coverage, self.header, self.lenient_stdio = coverage, header, lenient_stdio
-        self.stop_on_first_failure = stop_on_first_failure
+        self.stop_on_first_failure, self.guard_comparisons = stop_on_first_failure, guard_comparisons
         self.cache = ResultCache(cache_size) if cache else None
         self._fingerprint = options_fingerprint(HARNESS_VERSION, {
             **fingerprint, "timeout_s": timeout_s, "budget_s": budget_s, "max_output_bytes": max_output_bytes,
             "coverage": coverage, "header": header, "lenient_stdio": lenient_stdio,
-            "stop_on_first_failure": stop_on_first_failure})
+            "stop_on_first_failure": stop_on_first_failure, "guard_comparisons": guard_comparisons})
 
     @property
     def runner_info(self) -> dict[str, Any]:
@@ -96,7 +101,7 @@ class PooledExecutor(Executor):
         return list(self._pool.hello["missing"])
 
     def _message(self, program: str, spec: TestSpec) -> dict[str, Any]:
-        return {"program": program, "tests": tests_message(spec), "timeout_s": self.timeout_s,
+        return {"program": program, "tests": tests_message(spec, self.guard_comparisons), "timeout_s": self.timeout_s,
                 "budget_s": self.budget_s, "max_output_bytes": self.max_output_bytes, "coverage": self.coverage,
                 "header": self.header, "stream": self.stop_on_first_failure}
 

@@ -291,6 +291,71 @@ def _exhausted(i: int) -> None:
     _emit({"t": "test", "i": i, "status": "timeout", "time_ms": 0.0, "detail": "time budget exhausted"})
 
 
+# ---------------------------------------------------------------- the reward-hack guard (see guard.py)
+
+CHECKED = "__stepcoder_checked__"  # the name the parent's rewritten test code calls (guard.CHECKED)
+_PLAIN = frozenset({int, float, complex, str, bytes, bool, type(None)})
+_GUARDED = ("__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__len__", "__contains__")
+_CHECK_BUDGET = 100_000  # values inspected per operand; past it, the rest of a huge result goes unchecked
+_FunctionType = type(_Discard.write)
+_METHOD_WRAPPERS = (staticmethod, classmethod)
+# Read a class's own __dict__ and __mro__ through `type` itself: a metaclass of the program's could override
+# attribute access on its classes and run program code here.
+_type_dict = type.__dict__["__dict__"].__get__
+_type_mro = type.__dict__["__mro__"].__get__
+_verdicts = {}  # type -> "" or "Name.__eq__", the program-written method that would decide a comparison
+
+
+def _written_by_program(t) -> str:
+    verdict = _verdicts.get(t)
+    if verdict is None:
+        verdict = ""
+        for cls in _type_mro(t):
+            d = _type_dict(cls)
+            own = d.get("__module__") == "__candidate__"  # a class statement of the program
+            for name in _GUARDED:
+                f = d.get(name)
+                if f is None:
+                    continue
+                if type(f) in _METHOD_WRAPPERS:
+                    f = f.__func__
+                if (own and type(f) is not _FunctionType) or (
+                        type(f) is _FunctionType and f.__code__.co_filename == CANDIDATE):
+                    verdict = f"{t.__name__}.{name}"
+                    break
+            if verdict:
+                break
+        _verdicts[t] = verdict
+    return verdict
+
+
+def _checked(value):
+    """``value`` itself, after checking that no method the program wrote would decide a comparison or truth test
+    on it (its type's, or an element's of the lists, tuples, sets and dicts in it). Raises AssertionError."""
+    if type(value) in _PLAIN:
+        return value
+    todo, budget = [value], _CHECK_BUDGET
+    while todo and budget > 0:
+        x = todo.pop()
+        budget -= 1
+        t = type(x)
+        if t in _PLAIN:
+            continue
+        bad = _written_by_program(t)
+        if bad:
+            raise AssertionError(f"{bad} is the program's own: a test cannot use it to compare (reward-hack guard)")
+        # the elements as stored, never through the program's __iter__ or items()
+        if issubclass(t, (list, tuple)):
+            todo.extend((list if issubclass(t, list) else tuple).__getitem__(x, slice(0, budget)))
+        elif issubclass(t, (set, frozenset)):
+            it = (set if issubclass(t, set) else frozenset).__iter__(x)
+            todo.extend(e for _, e in zip(range(budget), it))
+        elif issubclass(t, dict):
+            for _, (k, v) in zip(range(budget), dict.items(x)):
+                todo += (k, v)
+    return value
+
+
 # ---------------------------------------------------------------- the three test kinds
 
 
@@ -307,6 +372,7 @@ def _load(code, header, budget: _Budget, trace: bool, setup: str = "") -> dict |
 
     def load():
         exec(code, ns)
+        ns[CHECKED] = _checked  # after the program: it cannot have replaced it beforehand
         if setup:
             exec(compile(setup, TEST, "exec"), ns)
 
