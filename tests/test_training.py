@@ -140,3 +140,24 @@ def test_unknown_options_are_named(tiny_model):
         PPOTrainer(tiny_model, tiny_model, DS_CONFIG, PPOHyper(old_logprobs="vllm"))
     with pytest.raises(ValueError, match="valid: deepspeed, torch"):
         PPOTrainer(tiny_model, tiny_model, DS_CONFIG, PPOHyper(engine="jax"))
+
+
+def test_bf16_step_matches_fp32_before_the_first_update(tiny_model, batch):
+    """The bf16 config computes the model in bf16 (log-softmax and losses in fp32): on a fixed batch, its
+    log-probs and the first minibatch's losses and gradient norm stay close to the fp32 run's."""
+    from stepcoder.training.trainer import PPOHyper, PPOTrainer
+
+    runs = {}
+    for name in ("zero0_fp32", "zero0_bf16"):
+        ds = json.loads(resolve_repo_path(f"infra/deepspeed/{name}.json").read_text())
+        trainer = PPOTrainer(tiny_model, tiny_model, ds, PPOHyper(lr=1e-3, minibatch_size=2, micro_batch_size=1))
+        exp = trainer._experience(batch)
+        runs[name] = exp, trainer.step(batch)[0]
+        trainer.close()
+    (exp32, m32), (exp16, m16) = runs["zero0_fp32"], runs["zero0_bf16"]
+    mask = batch.action_mask.bool()
+    assert (exp32["old_logprobs"] - exp16["old_logprobs"])[mask].abs().max() < 0.02  # |log p| ≈ 7.6 here
+    assert m16["policy_loss"] == pytest.approx(m32["policy_loss"], abs=1e-3)
+    assert m16["value_loss"] == pytest.approx(m32["value_loss"], rel=1e-2)
+    assert m16["entropy"] == pytest.approx(m32["entropy"], rel=1e-3)
+    assert m16["grad_norm"] == pytest.approx(m32["grad_norm"], rel=2e-2)

@@ -2,7 +2,12 @@
 
 from stepcoder.ppo.gae import compute_gae
 from stepcoder.ppo.kl_controller import AdaptiveKLController, FixedKLController, make_kl_controller
-from stepcoder.ppo.logprobs import entropy_from_logits, logprobs_from_logits
+from stepcoder.ppo.logprobs import (
+    entropy_from_logits,
+    logprobs_from_logits,
+    token_logprobs,
+    token_logprobs_and_entropy,
+)
 from stepcoder.ppo.losses import entropy_bonus, explained_variance, policy_loss, value_loss
 from stepcoder.ppo.masked import aggregate_loss, masked_mean, masked_sum, masked_var, masked_whiten
 from stepcoder.ppo.rewards import kl_estimate, kl_penalized_rewards
@@ -24,5 +29,7 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "policy_loss",
+    "token_logprobs",
+    "token_logprobs_and_entropy",
     "value_loss",
 ]

@@ -24,15 +24,20 @@ class ActorCritic(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_from: int = 0
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_at: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, T - logits_from, V) of positions ``logits_from``.. and values (B, T) of every position.
+        """Logits and values (B, T) of every position.
 
-        PPO needs logits only where completion tokens are scored; skipping the prompt positions saves most of
-        the vocabulary projection and its fp32 log-softmax (49k columns per position for SmolLM2).
+        ``logits_at`` (B, T) bool selects the positions whose logits are computed: logits (N, V) for its N
+        True entries in row-major order (None: all positions, (B, T, V)). PPO needs logits only where
+        completion tokens are scored; skipping prompt and padding positions saves most of the vocabulary
+        projection and its log-softmax (49k columns per position for SmolLM2). The selected hidden states are
+        gathered into one contiguous (N, H) matrix, so the head is a plain matmul forward and backward (a
+        strided 3-D slice made autograd expand the (V, H) weight per row into a batched matmul).
         """
         hidden = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = self.lm.get_output_embeddings()(hidden[:, logits_from:])
+        head_in = hidden if logits_at is None else hidden[logits_at]
+        logits = self.lm.get_output_embeddings()(head_in)
         if self.critic_lm is not None:
             hidden = self.critic_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)

@@ -21,7 +21,7 @@ def ds_config_for(base: dict, micro_batch_size: int, grad_accum: int, lr: float)
     cfg["train_micro_batch_size_per_gpu"] = micro_batch_size
     cfg["gradient_accumulation_steps"] = grad_accum
     cfg.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and the world size
-    cfg.setdefault("optimizer", {"type": "AdamW", "params": {"torch_adam": True}})
+    cfg.setdefault("optimizer", {"type": "AdamW", "params": {"torch_adam": True, "fused": True}})
     cfg["optimizer"].setdefault("params", {})["lr"] = lr
     return cfg
 
@@ -46,7 +46,10 @@ class TorchEngine:
         opt = ds_config.get("optimizer", {})
         if opt.get("type", "AdamW").lower() not in ("adamw", "adam"):
             raise ValueError(f"torch engine supports AdamW only, not {opt.get('type')!r}")
-        p = {k: v for k, v in opt.get("params", {}).items() if k in ("lr", "betas", "eps", "weight_decay")}
+        # "fused" (torch's single-kernel AdamW, CPU and CUDA) and "foreach" pass through as DeepSpeed passes them
+        # to torch.optim.AdamW under "torch_adam", so both engines run the same optimizer kernel.
+        keys = ("lr", "betas", "eps", "weight_decay", "fused", "foreach")
+        p = {k: v for k, v in opt.get("params", {}).items() if k in keys}
         self.module = module
         self.optimizer = torch.optim.AdamW([q for q in module.parameters() if q.requires_grad], **p)
         self.grad_accum = int(ds_config.get("gradient_accumulation_steps", 1))

@@ -104,34 +104,47 @@ class PPOTrainer:
             self._load_state(Path(resume_dir))
 
     # ---- forward helpers -------------------------------------------------------------------------------
-    @staticmethod
-    def _first_action(mb: PPOBatch) -> int:
-        """First action index any row of the micro-batch scores (logits before it are never used)."""
-        has = mb.action_mask.sum(dim=1) > 0
-        return int(mb.action_mask[has].argmax(dim=1).min()) if bool(has.any()) else 0
+    def _scored(self, mb: PPOBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where logits are needed: (B, T) bool input positions that score an action, the (N,) tokens they
+        score, and the (B, T-1) bool action mask that puts the N results back on the action axis."""
+        actions = mb.action_mask.bool().to(self.device)
+        at = torch.nn.functional.pad(actions, (0, 1))  # position t scores action t; the last one scores nothing
+        labels = mb.input_ids.to(self.device)[:, 1:][actions]
+        return at, labels, actions
 
     @staticmethod
-    def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:
-        return torch.nn.functional.pad(x, (width - x.shape[1], 0))
+    def _on_actions(flat: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(N,) per-action values → (B, T-1), 0 off the actions (every consumer masks those out)."""
+        return torch.zeros(actions.shape, dtype=flat.dtype, device=flat.device).masked_scatter(actions, flat)
 
     def _policy_forward(self, mb: PPOBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """log π(a_t) (b, t-1), V(s_t) (b, t-1) and entropy (b, t-1) on the action axis, at temperature T."""
         ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
-        start = self._first_action(mb)
-        width = ids.shape[1] - 1
-        logits, values = self.engine(ids, att, start)
-        logits = logits[:, :-1].float() / self.hp.temperature  # position t scores action t (token t+1)
-        logprobs = self._left_pad(ppo.logprobs_from_logits(logits, ids[:, start + 1 :]), width)
-        entropy = self._left_pad(ppo.entropy_from_logits(logits), width)
-        return logprobs, values[:, :-1].float(), entropy
+        at, labels, actions = self._scored(mb)
+        logits, values = self.engine(ids, att, at)
+        # Log-softmax in fp32 blocks whatever the logits' dtype; the entropy only needs a gradient when it is
+        # in the loss (ent_coef ≠ 0), otherwise it is a logged statistic.
+        logprobs, entropy = ppo.token_logprobs_and_entropy(
+            logits, labels, self.hp.temperature, entropy_grad=self.hp.ent_coef != 0 and torch.is_grad_enabled()
+        )
+        return self._on_actions(logprobs, actions), values[:, :-1].float(), self._on_actions(entropy, actions)
+
+    @torch.no_grad()
+    def _old_logprobs_values(self, mb: PPOBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π_old(a_t) and V_old(s_t), (b, t-1) each: the policy forward without the entropy."""
+        ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
+        at, labels, actions = self._scored(mb)
+        logits, values = self.engine(ids, att, at)
+        logprobs = ppo.token_logprobs(logits, labels, self.hp.temperature)
+        return self._on_actions(logprobs, actions), values[:, :-1].float()
 
     @torch.no_grad()
     def _ref_logprobs(self, mb: PPOBatch) -> torch.Tensor:
         ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
-        start = self._first_action(mb)
-        hidden = self.ref.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[:, start:]
-        logits = self.ref.get_output_embeddings()(hidden)[:, :-1].float() / self.hp.temperature
-        return self._left_pad(ppo.logprobs_from_logits(logits, ids[:, start + 1 :]), ids.shape[1] - 1)
+        at, labels, actions = self._scored(mb)
+        hidden = self.ref.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[at]
+        logits = self.ref.get_output_embeddings()(hidden)
+        return self._on_actions(ppo.token_logprobs(logits, labels, self.hp.temperature), actions)
 
     def _micro_slices(self, n: int) -> list[slice]:
         m = self.hp.micro_batch_size
@@ -150,7 +163,7 @@ class PPOTrainer:
         old_lp, old_v, ref_lp = [], [], []
         for sl in self._micro_slices(len(batch)):
             mb = batch.select(sl)
-            lp, v, _ = self._policy_forward(mb)
+            lp, v = self._old_logprobs_values(mb)
             old_lp.append(lp.cpu())
             old_v.append(v.cpu())
             ref_lp.append(self._ref_logprobs(mb).cpu())
