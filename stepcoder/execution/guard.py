@@ -29,22 +29,37 @@ CHECKED = "__stepcoder_checked__"  # the harness binds this name in the program'
 
 
 class _Wrap(ast.NodeTransformer):
+    def __init__(self):
+        self.wrapped = 0
+
+    def _call(self, value: ast.expr) -> ast.expr:
+        if _literal(value):  # the test's own expected values: nothing of the program's in them
+            return value
+        self.wrapped += 1
+        return ast.copy_location(ast.Call(ast.Name(CHECKED, ast.Load()), [value], []), value)
+
+    def _truth(self, test: ast.expr) -> ast.expr:
+        """Wrap the values whose truth an assert takes: through ``not``, ``and``/``or``; comparisons are done."""
+        if isinstance(test, ast.Compare):
+            return test
+        if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            test.operand = self._truth(test.operand)
+            return test
+        if isinstance(test, ast.BoolOp):
+            test.values = [self._truth(v) for v in test.values]
+            return test
+        return self._call(test)
+
     def visit_Compare(self, node: ast.Compare) -> ast.AST:
         self.generic_visit(node)  # comparisons nested in operands first
-        node.left = _call(node.left)
-        node.comparators = [_call(c) for c in node.comparators]
+        node.left = self._call(node.left)
+        node.comparators = [self._call(c) for c in node.comparators]
         return node
 
     def visit_Assert(self, node: ast.Assert) -> ast.AST:
         self.generic_visit(node)
-        node.test = _truth(node.test)
+        node.test = self._truth(node.test)
         return node
-
-
-def _call(value: ast.expr) -> ast.expr:
-    if _literal(value):  # the test's own expected values: nothing of the program's in them
-        return value
-    return ast.copy_location(ast.Call(ast.Name(CHECKED, ast.Load()), [value], []), value)
 
 
 def _literal(node: ast.expr) -> bool:
@@ -53,19 +68,6 @@ def _literal(node: ast.expr) -> bool:
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return False
     return True
-
-
-def _truth(test: ast.expr) -> ast.expr:
-    """Wrap the values whose truth an assert takes: through ``not``, ``and``/``or``; comparisons are done."""
-    if isinstance(test, ast.Compare):
-        return test
-    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
-        test.operand = _truth(test.operand)
-        return test
-    if isinstance(test, ast.BoolOp):
-        test.values = [_truth(v) for v in test.values]
-        return test
-    return _call(test)
 
 
 @lru_cache(maxsize=8192)
@@ -78,8 +80,6 @@ def guard_source(source: str) -> str:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return source
-    before = ast.dump(tree)
-    tree = ast.fix_missing_locations(_Wrap().visit(tree))
-    if ast.dump(tree) == before:
-        return source
-    return ast.unparse(tree)
+    wrap = _Wrap()
+    tree = wrap.visit(tree)
+    return ast.unparse(ast.fix_missing_locations(tree)) if wrap.wrapped else source

@@ -106,13 +106,15 @@ def token_logprobs_and_entropy(
     copied to a full fp32 (N, V) tensor, forward or backward). ``entropy_grad=False`` returns the entropy as a
     statistic without a gradient (PPO with ent_coef = 0), which skips its share of the backward.
     """
-    if logits.dim() != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits (N, V) and labels (N,), got {tuple(logits.shape)}, {tuple(labels.shape)}")
-    return _TokenLogProbs.apply(logits.contiguous(), labels.long(), 1.0 / float(temperature), 2 if entropy_grad else 1)
+    return _apply(logits, labels, temperature, 2 if entropy_grad else 1)
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log π(a_t | s_t) of softmax(logits / T) alone: :func:`token_logprobs_and_entropy` without the entropy."""
+    return _apply(logits, labels, temperature, 0)[0]
+
+
+def _apply(logits: torch.Tensor, labels: torch.Tensor, temperature: float, entropy_mode: int):
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
         raise ValueError(f"expected logits (N, V) and labels (N,), got {tuple(logits.shape)}, {tuple(labels.shape)}")
-    return _TokenLogProbs.apply(logits.contiguous(), labels.long(), 1.0 / float(temperature), 0)[0]
+    return _TokenLogProbs.apply(logits.contiguous(), labels.long(), 1.0 / float(temperature), entropy_mode)

@@ -13,6 +13,21 @@ from torch import nn
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
+def lm_logits(lm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              logits_at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, last hidden state (B, T, H)) of a causal LM; logits only where ``logits_at`` (B, T) bool is
+    True: (N, V) for its N True entries in row-major order (None: all positions, (B, T, V)).
+
+    PPO needs logits only where completion tokens are scored; skipping prompt and padding positions saves most
+    of the vocabulary projection and its log-softmax (49k columns per position for SmolLM2). The selected hidden
+    states are gathered into one contiguous (N, H) matrix, so the head is a plain matmul forward and backward (a
+    strided 3-D slice made autograd expand the (V, H) weight per row into a batched matmul).
+    """
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    head_in = hidden if logits_at is None else hidden[logits_at]
+    return lm.get_output_embeddings()(head_in), hidden
+
+
 class ActorCritic(nn.Module):
     def __init__(self, lm: nn.Module, critic_lm: nn.Module | None = None):
         super().__init__()
@@ -26,18 +41,8 @@ class ActorCritic(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_at: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and values (B, T) of every position.
-
-        ``logits_at`` (B, T) bool selects the positions whose logits are computed: logits (N, V) for its N
-        True entries in row-major order (None: all positions, (B, T, V)). PPO needs logits only where
-        completion tokens are scored; skipping prompt and padding positions saves most of the vocabulary
-        projection and its log-softmax (49k columns per position for SmolLM2). The selected hidden states are
-        gathered into one contiguous (N, H) matrix, so the head is a plain matmul forward and backward (a
-        strided 3-D slice made autograd expand the (V, H) weight per row into a batched matmul).
-        """
-        hidden = self.lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        head_in = hidden if logits_at is None else hidden[logits_at]
-        logits = self.lm.get_output_embeddings()(head_in)
+        """Logits (at ``logits_at``, see :func:`lm_logits`) and values (B, T) of every position."""
+        logits, hidden = lm_logits(self.lm, input_ids, attention_mask, logits_at)
         if self.critic_lm is not None:
             hidden = self.critic_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from stepcoder import ppo
-from stepcoder.training.actor_critic import ActorCritic
+from stepcoder.training.actor_critic import ActorCritic, lm_logits
 from stepcoder.training.batch import PPOBatch
 from stepcoder.training.distributed import init_distributed
 from stepcoder.training.engines import ds_config_for, make_engine
@@ -142,8 +142,7 @@ class PPOTrainer:
     def _ref_logprobs(self, mb: PPOBatch) -> torch.Tensor:
         ids, att = mb.input_ids.to(self.device), mb.attention_mask.to(self.device)
         at, labels, actions = self._scored(mb)
-        hidden = self.ref.get_decoder()(input_ids=ids, attention_mask=att).last_hidden_state[at]
-        logits = self.ref.get_output_embeddings()(hidden)
+        logits, _ = lm_logits(self.ref, ids, att, at)
         return self._on_actions(ppo.token_logprobs(logits, labels, self.hp.temperature), actions)
 
     def _micro_slices(self, n: int) -> list[slice]:
