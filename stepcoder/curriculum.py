@@ -152,8 +152,12 @@ def advance(
     if mode == "global":
         samples = sum(r.samples for r in counted)
         passes = sum(r.passes for r in counted)
+        # The shared index only ever moves forward. It moves on while some problem of this batch still has a
+        # stage past it; a batch of shallow problems leaves a deeper index where it is (capping it at this
+        # batch's depth would move it backwards: 5 → 2 on a batch whose deepest problem has 3 stages).
         deepest = max((r.num_stages for r in results), default=1)
-        new_global = next_stage(global_stage, deepest, samples, passes, threshold, min_samples)
+        moved = next_stage(global_stage, max(deepest, global_stage + 1), samples, passes, threshold, min_samples)
+        new_global = max(global_stage, moved)
     rows = []
     for r in results:
         if r.full_stage:

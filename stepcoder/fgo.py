@@ -58,13 +58,19 @@ def _headed_blocks(node: ast.AST) -> list[tuple[int, list[ast.stmt]]]:
     """(first header line, block) for blocks introduced by a header line that is not a statement."""
     out = []
     body = getattr(node, "body", None)
-    for name in ("orelse", "finalbody"):
-        block = getattr(node, name, None)
-        if block and isinstance(body, list) and body:
-            prev = node.handlers[-1] if name == "finalbody" and getattr(node, "handlers", None) else body[-1]
-            if name == "finalbody" and getattr(node, "orelse", None):
-                prev = node.orelse[-1]
-            out.append(((prev.end_lineno or prev.lineno) + 1, block))
+    if not isinstance(body, list) or not body:
+        return out
+    handlers = list(getattr(node, "handlers", None) or ())
+    orelse = list(getattr(node, "orelse", None) or ())
+    finalbody = list(getattr(node, "finalbody", None) or ())
+    # Each header starts after the block that precedes it in the source: try body, except handlers, else, finally.
+    # (An `else:` of a try comes after its handlers, not after the try body.)
+    if orelse:  # for an `elif` the range is empty: the nested If starts right after the body
+        prev = handlers[-1] if handlers else body[-1]
+        out.append(((prev.end_lineno or prev.lineno) + 1, orelse))
+    if finalbody:
+        prev = orelse[-1] if orelse else handlers[-1] if handlers else body[-1]
+        out.append(((prev.end_lineno or prev.lineno) + 1, finalbody))
     if isinstance(node, ast.ExceptHandler) and node.body:
         out.append((node.lineno, node.body))
     return out

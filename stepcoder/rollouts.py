@@ -16,7 +16,7 @@ from stepcoder.fgo import fgo_mask
 from stepcoder.generation.types import Completion
 from stepcoder.problems import Problem
 from stepcoder.prompts import render_prompt
-from stepcoder.rewards import execution_reward
+from stepcoder.rewards import sequence_reward
 
 
 @dataclass(frozen=True)
@@ -77,25 +77,6 @@ def programs_for(plans: Sequence[PromptPlan], completions: Sequence[Completion])
     return [to_program(plans[c.prompt_index].prefix, c.text) for c in completions]
 
 
-REWARD_MODES = ("stepcoder", "ppocoder")
-
-
-def _reward_parts(mode: str, outcome: str, program: str, problem: Problem, table: dict[str, float],
-                  weights: tuple[float, float, float]) -> dict[str, float | None]:
-    """The sequence-level reward and its stored components (r_ast/r_dfg only in PPOCoder mode)."""
-    if mode == "stepcoder":
-        r = execution_reward(outcome, table)
-        return {"reward": r, "r_exec": r, "r_ast": None, "r_dfg": None}
-    if mode == "ppocoder":
-        from stepcoder.ppocoder import ppocoder_reward
-
-        # No tests → PPOCoder's compile-only signal. The full program (CCCS prefix included) is compared with
-        # the full reference solution.
-        parts = ppocoder_reward(outcome if problem.tests.count else None, program, problem.solution, weights, table)
-        return {k: parts[k] for k in ("reward", "r_exec", "r_ast", "r_dfg")}
-    raise ValueError(f"unknown reward mode {mode!r}; valid: {', '.join(REWARD_MODES)}")
-
-
 def rollout_rows(
     run: str,
     iteration: int,
@@ -122,7 +103,7 @@ def rollout_rows(
                             comp.n_special)
         else:
             mask = [1] * len(comp.completion_ids)
-        parts = _reward_parts(reward_mode, result.outcome, program.text, plan.problem, reward_table, ppocoder_weights)
+        parts = sequence_reward(reward_mode, result.outcome, program.text, plan.problem, reward_table, ppocoder_weights)
         rollouts.append({
             "rollout_id": rid,
             "problem_id": pid,

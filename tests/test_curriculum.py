@@ -160,6 +160,21 @@ def test_global_mode_moves_one_shared_stage_on_the_batch_pass_rate():
         advance(results, 0.8, 2, mode="lockstep")
 
 
+def test_global_stage_never_moves_backwards_on_a_shallow_batch():
+    """Regression: g = 5 and a batch whose deepest problem has 3 stages used to give g = 2 on a passing batch."""
+    shallow = [StageResult("a", 2, 3, None, 4, 4), StageResult("b", 1, 2, None, 4, 4)]
+    for passes in (4, 0):  # passing or failing, the shared index stays
+        rows = advance([shallow[0], StageResult("b", 1, 2, None, 4, passes)], 0.5, 2, mode="global", global_stage=5)
+        assert {r["problem_id"]: r["stage_after"] for r in rows}[GLOBAL_KEY] == 5
+    deep = [StageResult("c", 5, 9, None, 4, 4)]
+    (row, glob) = advance(deep, 0.5, 2, mode="global", global_stage=5)
+    assert glob["stage_after"] == 6 and row["stage_after"] == 6  # a deeper batch still moves it on
+    for g in range(0, 12):  # property: whatever the batch, g never decreases
+        for batch in (shallow, deep, shallow + deep):
+            rows = advance(batch, 0.5, 2, mode="global", global_stage=g)
+            assert rows[-1]["stage_after"] >= g
+
+
 def test_advance_survives_a_restart_through_the_store(tmp_path):
     """The advance rule over simulated pass rates, with the state written to and reloaded from a real store."""
     from storage import open_store

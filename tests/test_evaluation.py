@@ -3,6 +3,7 @@ solutions as samples score pass@1 = 1.0 on the validated subset; a real tiny-mod
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from fractions import Fraction
 
@@ -135,15 +136,20 @@ def ex():
 
 @pytest.fixture(scope="module")
 def validated(ex):
-    """A validated mixed subset: APPS samples (with difficulties), MBPP (123 included: validation drops it),
-    HumanEval and LeetCode."""
+    """A validated mixed subset: APPS samples (with difficulties), MBPP, HumanEval and LeetCode, plus one MBPP
+    problem whose assert expects a wrong value, which validation must drop. (It used to be MBPP 123, whose
+    canonical solution is correct but slow: a fast machine accepted it. A wrong answer is rejected everywhere.)"""
+    (good,) = by_ids(load_problems("mbpp", split="test"), ["11"])
+    wrong = dataclasses.replace(good, problem_id="mbpp/wrong-expected",
+                                tests=dataclasses.replace(good.tests, asserts=good.tests.asserts[:1] + (
+                                    good.tests.asserts[1].replace("==", "!="),)))
     problems = (load_problems("apps", str(SAMPLES_PATH))
-                + by_ids(load_problems("mbpp", split="test"), ["123"])
+                + [wrong]
                 + random_subset(load_problems("mbpp", split="test"), 30, seed=1)
                 + random_subset(load_problems("humaneval"), 20, seed=1)
                 + random_subset(load_problems("leetcode", split="test"), 20, seed=1))
     report = validate_problems(problems, ex)
-    assert report.rejected_ids() == ["mbpp/123"]
+    assert report.rejected_ids() == ["mbpp/wrong-expected"]
     return report.clean
 
 

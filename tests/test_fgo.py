@@ -39,6 +39,37 @@ def test_statement_mapping_of_continuations_and_headers():
     assert executed_program_lines(src, [1, 3, 4, 8]) == {1, 2, 3, 4, 7, 8}
 
 
+TRY_ELSE = (
+    "try:\n"                 # 1
+    "    x = int(s)\n"        # 2
+    "except ValueError:\n"   # 3
+    "    x = 0\n"             # 4
+    "else:\n"                # 5
+    "    x += 1\n"            # 6
+    "finally:\n"             # 7
+    "    done = True\n"       # 8
+)
+
+
+def test_try_else_header_does_not_swallow_the_except_handlers():
+    # The try succeeded: the handler's lines did not run, the else branch did.
+    assert executed_program_lines(TRY_ELSE, [1, 2, 6, 8]) == {1, 2, 5, 6, 7, 8}
+    # It raised: the handler ran (its header line and body), the else branch did not.
+    assert executed_program_lines(TRY_ELSE, [1, 2, 3, 4, 8]) == {1, 2, 3, 4, 7, 8}
+
+
+def test_try_else_lines_from_the_real_sandbox():
+    program = "def f(s):\n" + "".join("    " + line + "\n" for line in TRY_ELSE.splitlines()) + "    return x\n"
+    ok = TestSpec(kind="assert", asserts=("assert f('4') == 5",))
+    bad = TestSpec(kind="assert", asserts=("assert f('z') == 0",))
+    with make_executor("embedded", timeout_s=2, budget_s=5) as ex:
+        r_ok, r_bad = ex.run([(program, ok), (program, bad)])
+    assert r_ok.outcome == r_bad.outcome == "pass"
+    shift = lambda lines: {n + 1 for n in lines} | {1, 10}  # noqa: E731  (def line and return line)
+    assert executed_program_lines(program, r_ok.executed_lines) == shift({1, 2, 5, 6, 7, 8})
+    assert executed_program_lines(program, r_bad.executed_lines) == shift({1, 2, 3, 4, 7, 8})
+
+
 def _expected(program, spans, lines_ran):
     """Independent reference: a token counts if any character of it lies on a line that ran."""
     starts = [0] + [i + 1 for i, ch in enumerate(program) if ch == "\n"]

@@ -3,7 +3,7 @@
 import pytest
 from codebleu import calc_codebleu
 
-from stepcoder.ppocoder import (
+from stepcoder.rewards.ppocoder import (
     PPOCoderWeights,
     compile_only_reward,
     dataflow_match,

@@ -10,7 +10,7 @@ from stepcoder.ppo.logprobs import (
 )
 from stepcoder.ppo.losses import entropy_bonus, explained_variance, policy_loss, value_loss
 from stepcoder.ppo.masked import aggregate_loss, masked_mean, masked_sum, masked_var, masked_whiten
-from stepcoder.ppo.rewards import kl_estimate, kl_penalized_rewards
+from stepcoder.ppo.kl_penalty import kl_estimate, kl_penalized_rewards
 
 __all__ = [
     "AdaptiveKLController",

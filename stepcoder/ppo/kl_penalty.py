@@ -1,4 +1,4 @@
-"""Per-token rewards: the sequence score plus a KL penalty towards the reference policy.
+"""Per-token KL penalty: the sequence score plus a KL penalty towards the reference policy, spread over tokens.
 
 Ziegler et al. 2019 ("Fine-Tuning Language Models from Human Preferences", eq. 2): R(x, y) = r(x, y) − β·KL,
 with the KL spread over tokens as log π(a_t) − log π_ref(a_t) and the task score paid at the final token

@@ -1,9 +1,9 @@
 """PPOCoder's sequence reward (Shojaee et al., "Execution-based Code Generation using Deep RL", TMLR 2023).
 
     R = w_exec·r_exec + w_ast·r_ast + w_dfg·r_dfg          (here)
-    r_t = [t = last token]·R − β·(log π(a_t) − log π_ref(a_t))   (stepcoder.ppo.rewards.kl_penalized_rewards)
+    r_t = [t = last token]·R − β·(log π(a_t) − log π_ref(a_t))   (stepcoder.ppo.kl_penalty.kl_penalized_rewards)
 
-- ``r_exec``, the compiler/execution signal: the unit-test table of ``stepcoder.rewards`` (+1 pass, −0.3 fail,
+- ``r_exec``, the compiler/execution signal: the unit-test table of ``stepcoder.rewards.outcome`` (+1 pass, −0.3 fail,
   −0.6 runtime error or timeout, −1 compile error). A problem without tests falls back to compile-only (+1 compiles,
   −1 does not), as PPOCoder does for completion and translation.
 - ``r_ast``, syntactic match: CodeBLEU's AST match of the program against the reference solution, in [0, 1].
@@ -52,7 +52,7 @@ from codebleu.parser import DFG_python, remove_comments_and_docstrings
 from codebleu.utils import get_tree_sitter_language
 from tree_sitter import Parser
 
-from stepcoder.rewards import DEFAULT_REWARDS, execution_reward
+from stepcoder.rewards.outcome import DEFAULT_REWARDS, execution_reward
 
 LANG = "python"
 _LANGUAGE = get_tree_sitter_language(LANG)  # built once; a Parser is cheap, but it has state, hence one per thread
