@@ -5,18 +5,29 @@ to one completion token (FGO needs that). Rules, in order:
 
 1. A leading markdown fence line (```` ``` ```` or ```` ```python ````) is dropped.
 2. The completion is cut at the next fence line (the end of a markdown code block).
-3. If the program does not parse, it is cut before the first top-level line that reads like prose
-   (starts with a letter, does not parse on its own) *if* the program up to that line parses.
-   Otherwise it is left as is and will be a compile_error: a syntax error in the code itself is the model's.
+3. If the program does not parse, it is cut before the first top-level line of *prose* (see :func:`is_prose`),
+   provided the program up to that line parses.
+4. Anything else is left as is: a syntax error in the code itself is the model's, and the program scores as a
+   compile_error. Cleaning never cuts code, so it can never turn broken code into a runnable program.
+
+What cleaning drops is not lost to training: FGO keeps those tokens (see :mod:`stepcoder.fgo`).
 """
 
 from __future__ import annotations
 
 import ast
+import keyword
 import re
 from dataclasses import dataclass
 
 _FENCE = re.compile(r"^[ \t]*```[\w+-]*[ \t]*$")
+# Words that start code lines, never sentences: keywords, soft keywords, and Python 2's print/exec statements
+# (a broken `print x` is the model's compile error, not prose to cut away).
+_CODE_WORDS = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | {"print", "exec"}
+# "This function returns", "Here's the code", "Note: it is slow", "Explanation:", "Output:" — two words side by
+# side, or a lone word before a colon. Neither is ever valid Python.
+_WORD_THEN_WORD = re.compile(r"^([A-Za-z]+)(?:'[A-Za-z]+)?[ \t]+[A-Za-z]")
+_WORD_COLON = re.compile(r"^([A-Za-z]+):(?:[ \t]*$|[ \t]+[A-Za-z]+[ \t]+[A-Za-z])")
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,17 @@ def _line_offsets(text: str) -> list[int]:
     return offsets
 
 
+def is_prose(line: str) -> bool:
+    """A top-level line of natural language: it starts in column 0 with a word that no code line starts with,
+    reads as a sentence (two words side by side, or a lone word before a colon), and does not parse as Python.
+
+    ``def f(x)`` (a missing colon), ``result = x +`` and ``print x`` are code with an error, not prose.
+    """
+    text = line.rstrip("\r\n")
+    match = _WORD_THEN_WORD.match(text) or _WORD_COLON.match(text)
+    return bool(match) and match.group(1) not in _CODE_WORDS and not _parses(text)
+
+
 def to_program(prefix: str, completion: str) -> Program:
     start, end = 0, len(completion)
     lines = completion.splitlines(keepends=True)
@@ -65,12 +87,9 @@ def to_program(prefix: str, completion: str) -> Program:
 
 
 def _cut_trailing_prose(prefix: str, completion: str, start: int, end: int) -> int:
-    body = completion[start:end]
     offset = start
-    for line in body.splitlines(keepends=True):
-        stripped = line.rstrip("\n")
-        top_level = stripped[:1].isalpha()
-        if offset > start and top_level and not _parses(stripped) and _parses(prefix + completion[start:offset]):
+    for line in completion[start:end].splitlines(keepends=True):
+        if offset > start and is_prose(line) and _parses(prefix + completion[start:offset]):
             return offset
         offset += len(line)
     return end

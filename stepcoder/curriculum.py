@@ -6,7 +6,8 @@ final stage shows no solution at all, only the starter code. A problem moves one
 the current stage pass often enough.
 
     split points  s_1 < s_2 < ... < s_S          (1-based line numbers)
-    stage k < S   prefix = lines [1, s_{S-k})  (whole lines; the completion continues at their indentation)
+    stage k < S   prefix = lines [1, s_{S-k})  (whole lines, without the last line break: the completion
+                                                starts with the newline and the split line's indentation)
     stage S       prefix = starter code          (the "write it all" stage; S = 0 → a single stage)
 """
 
@@ -87,15 +88,18 @@ def stage_prefix(solution: str, splits: list[int], stage: int, starter_code: str
     total = num_stages(splits)
     stage = max(0, min(stage, total - 1))
     if stage == total - 1:
-        prefix = starter_code
-        if prefix and not prefix.endswith("\n"):
-            prefix += "\n"
-        return StagePrefix(stage, total, None, prefix)
+        return StagePrefix(stage, total, None, _open_end(starter_code))
     split_line = splits[len(splits) - 1 - stage]
     lines = solution.splitlines(keepends=True)
-    # Whole lines only: the model writes the split line's indentation itself. Ending a prompt in spaces
-    # splits BPE indentation tokens unnaturally and derails small models.
-    return StagePrefix(stage, total, split_line, "".join(lines[: split_line - 1]))
+    return StagePrefix(stage, total, split_line, _open_end("".join(lines[: split_line - 1])))
+
+
+def _open_end(prefix: str) -> str:
+    """The prefix without its trailing line break (and trailing blanks): the model's first token is then the
+    newline plus the split line's indentation, which BPE tokenizers merge into one token ("\n    " after a
+    header line). A prompt ending in a bare "\n" token, or in spaces, is a token sequence the tokenizer never
+    produces for real code, and small models then continue without indentation (0 of 12 samples did)."""
+    return prefix.rstrip()
 
 
 def full_stage_problems(problem_ids: list[str], fraction: float, seed: str) -> set[str]:

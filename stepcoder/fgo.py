@@ -1,9 +1,11 @@
 """FGO: Fine-Grained Optimization (StepCoder, Dou et al. 2024, section 3.2).
 
-Only completion tokens on code that actually ran in the unit tests take part in the policy loss:
+Only completion tokens on code that actually ran in the unit tests take part in the policy loss; code that
+never ran cannot have caused the reward, so it gets no credit or blame:
 
-    fgo_mask[t] = 1  if token t lies on a line whose statement executed in any test, or t is EOS
-                  0  otherwise (unexecuted branches, blank/comment lines, text that cleaning dropped)
+    fgo_mask[t] = 0  if token t lies only on program lines that did not execute in any test, or only on
+                     blank/comment lines
+                  1  otherwise
 
 Rules:
 - Line → statement: each program line belongs to its innermost enclosing ``ast`` statement; it counts as
@@ -12,8 +14,15 @@ Rules:
   ``except ...:``) belong to the first statement of their block, so an ``else:`` whose branch never ran is 0.
 - Blank and comment-only lines carry no learning signal → 0.
 - A token spanning several lines counts if any of them ran.
+- Text that cleaning dropped (a repeated opening fence, the closing fence, prose after the code) → 1: it is
+  not code that failed to run, it is what the model chose to write, and the closing fence is its decision to
+  stop. Dropping it would leave a completion that is only a closing fence with no gradient at all.
+- The last completion token (the stop fence, EOS, or the token where the length limit cut) → 1: the sequence
+  reward is paid there, and the decision to end the program is always trained.
 - compile_error → all ones: the whole completion is to blame.
-- No coverage (executed_lines is None) → all ones, i.e. FGO degrades to the plain completion mask.
+- No coverage (executed_lines is None: coverage off, or a run killed before it reported every test, see
+  ``ExecResult.coverage_complete``) → all ones, i.e. FGO degrades to the plain completion mask rather than mask
+  the code that was running when the program was killed.
 """
 
 from __future__ import annotations
@@ -98,8 +107,12 @@ def fgo_mask(
         hit = 0
         for c in range(start, max(end, start + 1)):
             pos = program.completion_char_to_program(c)
-            if pos is not None and bisect.bisect_right(line_starts, pos) in executed:
-                hit = 1
+            if pos is None or bisect.bisect_right(line_starts, pos) in executed:
+                hit = 1  # dropped by cleaning, or on a line that ran
                 break
         mask.append(hit)
-    return mask + [1] * eos_tokens
+    mask += [1] * eos_tokens
+    if mask:
+        mask[-1] = 1  # the token that ends the completion carries the reward
+    return mask
+

@@ -98,7 +98,9 @@ def rollout_rows(
         rid = f"{run}/{iteration}/{pid}/{comp.sample_index}"
         compile_error = result.outcome == "compile_error"
         if fgo_enabled:
-            covered = result.runner.get("coverage", "off") != "off"
+            # A program killed before it reported every test lost the lines of the test it died in: keep every
+            # token then, rather than mask exactly the code that looped or crashed.
+            covered = result.runner.get("coverage", "off") != "off" and result.coverage_complete
             mask = fgo_mask(program, comp.token_spans, result.executed_lines if covered else None, compile_error,
                             comp.n_special)
         else:

@@ -84,9 +84,9 @@ def test_class_solution_final_stage_keeps_the_starter_code():
     starter = "class Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n"
     splits = split_points(sol)
     final = stage_prefix(sol, splits, num_stages(splits) - 1, starter_code=starter)
-    assert (final.split_line, final.prefix) == (None, starter)
+    assert (final.split_line, final.prefix) == (None, starter.rstrip("\n"))
     s0 = stage_prefix(sol, splits, 0)
-    assert s0.prefix == "".join(sol.splitlines(keepends=True)[:5])  # up to `if y in m:` at line 6
+    assert s0.prefix == "".join(sol.splitlines(keepends=True)[:5]).rstrip()  # up to `if y in m:` at line 6
 
 
 def test_elif_chain_and_configurable_node_set():
@@ -105,16 +105,17 @@ def test_stages_cut_one_split_point_earlier_each():
     lines = sol.splitlines(keepends=True)
     assert num_stages(splits) == 4
     s0 = stage_prefix(sol, splits, 0)
-    assert (s0.stage, s0.split_line, s0.prefix) == (0, 9, "".join(lines[:8]))
+    assert (s0.stage, s0.split_line, s0.prefix) == (0, 9, "".join(lines[:8]).rstrip())
     s1 = stage_prefix(sol, splits, 1)
-    assert (s1.split_line, s1.prefix) == (6, "".join(lines[:5]))
+    assert (s1.split_line, s1.prefix) == (6, "".join(lines[:5]).rstrip())
     s2 = stage_prefix(sol, splits, 2)
-    assert (s2.split_line, s2.prefix) == (3, "def get_ludic(n):\n\tludics = []\n")
+    assert (s2.split_line, s2.prefix) == (3, "def get_ludic(n):\n\tludics = []")
     final = stage_prefix(sol, splits, 3, starter_code="def get_ludic(n):")
-    assert (final.split_line, final.prefix) == (None, "def get_ludic(n):\n")
+    assert (final.split_line, final.prefix) == (None, "def get_ludic(n):")
     assert stage_prefix(sol, splits, 99).stage == 3  # clamps to the final stage
     # Prefixes are whole lines and shrink monotonically.
-    assert all(p.endswith("\n") for p in (s0.prefix, s1.prefix, s2.prefix))
+    # The prompt ends on the last line's text: the completion starts with the newline and the indentation.
+    assert not any(p.endswith(("\n", " ", "\t")) for p in (s0.prefix, s1.prefix, s2.prefix))
     assert len(s0.prefix) > len(s1.prefix) > len(s2.prefix)
 
 

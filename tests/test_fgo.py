@@ -110,12 +110,37 @@ def test_compile_error_and_missing_coverage_mask_everything():
     assert fgo_mask(program, [(0, 3), (3, 8)], None, compile_error=False, eos_tokens=1) == [1, 1, 1]
 
 
-def test_tokens_dropped_by_cleaning_are_masked():
+def test_tokens_dropped_by_cleaning_are_kept_and_the_stop_fence_is_trained():
+    # The closing fence is the model's decision to stop; prose after the code is its choice too. Neither is
+    # code that failed to run, so FGO keeps them (they used to get 0).
     completion = "    return 1\n```\nsome prose\n"
-    program = to_program("def f():\n", completion)
-    spans = [(0, 4), (4, 10), (10, 13), (13, 17), (17, len(completion))]
-    mask = fgo_mask(program, spans, [1, 2], compile_error=False)
-    assert mask == [1, 1, 1, 0, 0]
+    program = to_program("def f():", "\n" + completion)
+    spans = [(0, 5), (5, 11), (11, 14), (14, 18), (18, len(completion) + 1)]
+    assert fgo_mask(program, spans, [1, 2], compile_error=False) == [1, 1, 1, 1, 1]
+    # An unexecuted line stays 0 even when dropped text follows it.
+    branch = "\n    if x:\n        return 1\n    return 0\n```"
+    program = to_program("def f(x):", branch)
+    spans = [(0, 5), (5, 11), (11, 28), (28, 41), (41, 44)]
+    assert fgo_mask(program, spans, [1, 2, 4], compile_error=False) == [1, 1, 0, 1, 1]
+
+
+def test_a_completion_that_is_only_a_closing_fence_has_a_gradient():
+    """Regression: 3 of 32 rollouts of a default run were just the fence, scored -0.3 with an all-zero mask."""
+    program = to_program("def f(x):\n    return x", "\n```")
+    assert program.text == "def f(x):\n    return x\n"
+    assert fgo_mask(program, [(0, 1), (1, 4)], [1, 2], compile_error=False) == [1, 1]
+    assert fgo_mask(program, [(0, 1), (1, 4)], [1], compile_error=False) == [0, 1]  # the fence, at least
+
+
+def test_the_last_token_always_carries_the_reward():
+    # Cut by the length limit inside a branch that never ran: the last token is still trained.
+    completion = "\n    if x:\n        return 1"
+    program = to_program("def f(x):", completion)
+    spans = [(0, 5), (5, 11), (11, len(completion))]
+    assert fgo_mask(program, spans, [1, 2], compile_error=False) == [1, 1, 1]
+    assert fgo_mask(program, spans[:2], [1, 2], compile_error=False) == [1, 1]
+    # With EOS after it, the EOS token is the last one.
+    assert fgo_mask(program, spans, [1, 2], compile_error=False, eos_tokens=1) == [1, 1, 0, 1]
 
 
 def test_fgo_mask_token_by_token_default_tokenizer(smollm2_tokenizer, executed):

@@ -98,9 +98,13 @@ class Collector:
             else:
                 error = error or f"runner {describe_exit(exit_code)} before reporting"
         load = self.load_status or ("timeout" if killed_for_time else "runtime_error")
+        # Every line record the child started was delivered: it ended normally, was stopped on purpose after a
+        # reported failure, or had reported every test before it died.
+        complete = self.ended or why == "stopped" or (self.load_status == "ok" and len(self.tests) == self.n)
         if load != "ok":
             tests = [TestResult(load, 0.0, self.load_detail or error) for _ in range(self.n)]
-            return ExecResult(load, tests, sorted(self.lines), time_ms, self.load_detail or error, runner)
+            return ExecResult(load, tests, sorted(self.lines), time_ms, self.load_detail or error, runner,
+                              coverage_complete=complete or self.load_status is not None)
         if why == "stopped":
             fill = TestResult("fail", 0.0, "not run: stopped at the first failure")
         elif killed_for_time:
@@ -108,7 +112,8 @@ class Collector:
         else:
             fill = TestResult("runtime_error", 0.0, f"not run: {error}")
         tests = [self.tests.get(i) or fill for i in range(self.n)]
-        return ExecResult(decide_outcome(tests), tests, sorted(self.lines), time_ms, error, runner)
+        return ExecResult(decide_outcome(tests), tests, sorted(self.lines), time_ms, error, runner,
+                          coverage_complete=complete)
 
 
 def describe_exit(code: int | None) -> str:

@@ -29,7 +29,9 @@ class ExecResult:
     the sandbox that ran it: ``backend``, ``python`` version and ``interpreter``, ``coverage`` ("sys.monitoring" |
     "settrace" | "off"), ``missing`` protections, ``harness`` version, and the child's ``exit_code``.
     ``cache_hit``: this result was not run again but copied from an identical earlier job (same program, tests,
-    harness version and limits; see ``cache.py``).
+    harness version and limits; see ``cache.py``). ``coverage_complete``: False when the program was killed (time,
+    memory, crash, output cap) before it reported every test it started, so ``executed_lines`` lacks the lines
+    that ran in the test it died in (FGO then keeps every token rather than mask the code that was running).
     """
 
     outcome: str
@@ -39,6 +41,7 @@ class ExecResult:
     error: str = ""
     runner: dict[str, Any] = field(default_factory=dict)
     cache_hit: bool = False
+    coverage_complete: bool = True
 
     @property
     def tests_passed(self) -> int:
@@ -57,6 +60,7 @@ class ExecResult:
             error=d.get("error", ""),
             runner=dict(d.get("runner", {})),
             cache_hit=bool(d.get("cache_hit", False)),
+            coverage_complete=bool(d.get("coverage_complete", True)),
         )
 
 
