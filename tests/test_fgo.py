@@ -145,3 +145,32 @@ def test_the_last_token_always_carries_the_reward():
 
 def test_fgo_mask_token_by_token_default_tokenizer(smollm2_tokenizer, executed):
     _check_token_by_token(smollm2_tokenizer, executed)
+
+
+def test_a_program_killed_mid_test_keeps_every_token():
+    """The test a program dies in never reports its lines. Masking by the lines that did report would zero
+    exactly the code that killed it; FGO keeps every token instead."""
+    from stepcoder.curriculum import stage_prefix
+    from stepcoder.generation.types import Completion
+    from stepcoder.problems import Problem
+    from stepcoder.rewards import DEFAULT_REWARDS
+    from stepcoder.rollouts import PromptPlan, rollout_rows
+
+    completion = "\n    if x > 0:\n        return 1\n    import os\n    os.kill(os.getpid(), 9)\n"
+    tests = TestSpec(kind="assert", asserts=("assert f(1) == 1", "assert f(-1) == 1"))
+    program = to_program("def f(x):", completion)
+    with make_executor("embedded", timeout_s=2, budget_s=5) as ex:
+        killed, clean = ex.run([(program.text, tests),
+                                (program.text, TestSpec(kind="assert", asserts=tests.asserts[:1]))])
+    assert killed.outcome == "runtime_error" and not killed.coverage_complete
+    assert clean.outcome == "pass" and clean.coverage_complete
+    cuts = [0, completion.index("if"), completion.index("return"), completion.index("import"), completion.index("os.kill")]
+    spans = list(zip(cuts, cuts[1:] + [len(completion)]))  # a "token" per line: the last two never ran
+    assert fgo_mask(program, spans, clean.executed_lines, compile_error=False) == [1, 1, 1, 0, 1]  # last: stop
+    problem = Problem("t/1", "t", "f", "def f(x):\n    return 1\n", tests)
+    plan = PromptPlan(problem, 0, 1, None, "def f(x):", "prompt", 0)
+    comp = Completion(0, 0, [1], list(range(5)), [0.0] * 5, completion, "stop", tuple(spans), 0)
+    rows, _ = rollout_rows("r", 1, [plan], [comp], [program], [killed], dict(DEFAULT_REWARDS), True, "base")
+    assert rows[0]["fgo_mask"] == [1, 1, 1, 1, 1] and rows[0]["reward"] == -0.6
+    rows, _ = rollout_rows("r", 1, [plan], [comp], [program], [clean], dict(DEFAULT_REWARDS), True, "base")
+    assert rows[0]["fgo_mask"] == [1, 1, 1, 0, 1]
