@@ -49,7 +49,7 @@ def make_batch(vocab: int, b: int, p: int, c: int, seed: int = 0):
 
 def time_config(model_dir: Path, engine: str, ds_file: str, batch, repeats: int, micro: int) -> float:
     ds = json.loads(resolve_repo_path(ds_file).read_text())
-    hp = PPOHyper(lr=1e-6, epochs=1, minibatch_size=len(batch), micro_batch_size=micro, engine=engine)
+    hp = PPOHyper.of(lr=1e-6, epochs=1, minibatch_size=len(batch), micro_batch_size=micro, engine=engine)
     trainer = PPOTrainer(model_dir, model_dir, ds, hp)
     trainer.step(batch)  # warm-up
     times = []

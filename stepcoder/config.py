@@ -102,9 +102,19 @@ class GenerationConfig(_Section):
     backend: Literal["vllm"] = "vllm"
     n_samples: int = Field(4, gt=0, description="samples per prompt")
     temperature: float = Field(0.8, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1, description="must stay 1: see the validator")
     max_new_tokens: int = Field(256, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _full_softmax(self) -> "GenerationConfig":
+        # vLLM's log-probs under top-p are of the truncated, renormalised distribution, while the trainer scores
+        # the full softmax: the PPO ratio and the KL would compare two different policies.
+        if self.top_p != 1.0:
+            raise ValueError(
+                f"generation.top_p={self.top_p} is not supported: PPO needs the log-probs of the distribution it "
+                "samples from, and the trainer scores the full softmax; use generation.temperature to sharpen")
+        return self
 
 
 class ExecutionConfig(_Section):
@@ -145,12 +155,17 @@ class FGOConfig(_Section):
 
 
 class PPOConfig(_Section):
-    lr: float = Field(1e-6, gt=0)
+    lr: float = Field(1e-6, gt=0, description="actor learning rate (the policy LM)")
+    critic_lr: float = Field(
+        1e-4, gt=0, description="learning rate of the value head (and of the critic trunk when critic=separate): "
+        "a freshly initialised head at the actor's 1e-6 stays ≈ 0 for hundreds of steps")
     epochs: int = Field(1, gt=0, description="PPO epochs over each batch")
     minibatch_size: int = Field(8, gt=0, description="sequences per optimizer step")
     micro_batch_size: int = Field(4, gt=0, description="sequences per forward/backward")
     gamma: float = Field(1.0, ge=0, le=1)
-    gae_lambda: float = Field(0.95, ge=0, le=1)
+    gae_lambda: float = Field(
+        1.0, ge=0, le=1, description="GAE λ. 1 (verl's default) gives every token the full return minus its value; "
+        "with 0.95 and a terminal-only reward a token 50 steps from the end gets 0.95^50 ≈ 8 % of it")
     clip_coef: float = Field(0.2, gt=0)
     vf_clip_coef: float | None = Field(0.2, gt=0)
     vf_coef: float = Field(0.1, ge=0)

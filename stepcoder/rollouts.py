@@ -5,6 +5,7 @@ The flow's tasks call these; generation and execution themselves live in their a
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,16 @@ def sample_problems(problems: Sequence[Problem], k: int, seed: int, iteration: i
     """A deterministic subset per (seed, iteration), so a re-run of an iteration asks the same prompts."""
     rng = random.Random(f"{seed}:{iteration}")
     return rng.sample(list(problems), min(k, len(problems)))
+
+
+def prompt_seeds(seed: int, iteration: int, keys: Sequence[str]) -> list[int]:
+    """One sampling seed per prompt, from (run seed, iteration, the prompt's key, e.g. its problem id).
+
+    vLLM gives sample i of a request the seed ``s + i``. One shared seed would give every prompt the same random
+    stream, and ``seed + iteration`` would make iteration 2's sample 0 reuse iteration 1's sample 1 stream. Hashed
+    60-bit seeds make both coincidences negligible, and a re-run of an iteration asks exactly the same samples.
+    """
+    return [int(hashlib.sha256(f"{seed}:{iteration}:{key}".encode()).hexdigest()[:15], 16) for key in keys]
 
 
 def plan_prompts(

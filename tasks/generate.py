@@ -9,7 +9,7 @@ from stepcoder.config import RunConfig
 from stepcoder.curriculum import full_stage_problems
 from stepcoder.problems import Problem
 from stepcoder.prompts import chat_renderer
-from stepcoder.rollouts import plan_prompts
+from stepcoder.rollouts import plan_prompts, prompt_seeds
 
 # One engine per process, reused across iterations: new policy weights are swapped in place.
 _ENGINES: dict[tuple, object] = {}
@@ -46,7 +46,7 @@ def generate(cfg: RunConfig, problems: list[Problem], stages: dict[str, int], ba
     g = cfg.generation
     completions = engine.generate(
         [p.prompt for p in plans], n=g.n_samples, temperature=g.temperature, top_p=g.top_p,
-        max_new_tokens=g.max_new_tokens, seed=g.seed + iteration,
+        max_new_tokens=g.max_new_tokens, seed=prompt_seeds(g.seed, iteration, [p.problem.problem_id for p in plans]),
         stop=["```"] if chat else None,  # chat prompts open a code fence; its closing fence ends the program
     )
     return plans, completions

@@ -14,28 +14,13 @@ from storage import open_store
 _COLUMNS = ["prompt_ids", "completion_ids", "fgo_mask", "old_logprobs", "reward"]
 
 
-def hyper_from_config(cfg: RunConfig):
-    from stepcoder.training.trainer import PPOHyper
-
-    p = cfg.ppo
-    return PPOHyper(
-        lr=p.lr, epochs=p.epochs, minibatch_size=p.minibatch_size, micro_batch_size=p.micro_batch_size,
-        gamma=p.gamma, gae_lambda=p.gae_lambda, clip_coef=p.clip_coef, vf_clip_coef=p.vf_clip_coef,
-        vf_coef=p.vf_coef, ent_coef=p.ent_coef, kl_coef=p.kl_coef, whiten_advantages=p.whiten_advantages,
-        loss_agg=p.loss_agg, mask_value_loss=cfg.fgo.mask_value_loss, seed=cfg.generation.seed,
-        # PPO's ratio must use the distribution vLLM sampled from; greedy (T=0) runs score at T=1.
-        temperature=cfg.generation.temperature or 1.0, engine=p.engine, critic=p.critic,
-        old_logprobs=p.old_logprobs, kl_controller=p.kl_controller, kl_target=p.kl_target, kl_horizon=p.kl_horizon,
-    )
-
-
 @task(name="train", cache_policy=NO_CACHE)
 def train(cfg: RunConfig, iteration: int, base_dir: str, policy_dir: str, resume_dir: str | None,
           checkpoint_dir: str) -> tuple[list[dict], str]:
     from transformers import AutoTokenizer
 
     from stepcoder.training.batch import batch_from_arrow
-    from stepcoder.training.trainer import PPOTrainer
+    from stepcoder.training.trainer import PPOHyper, PPOTrainer
 
     table = open_store(cfg.store, cfg.store_options).read_staged(cfg.run_name, iteration, "rollouts",
                                                                   columns=_COLUMNS)
@@ -43,7 +28,7 @@ def train(cfg: RunConfig, iteration: int, base_dir: str, policy_dir: str, resume
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = batch_from_arrow(table, pad)
     ds_config = json.loads(resolve_repo_path(cfg.ppo.deepspeed_config).read_text())
-    trainer = PPOTrainer(Path(policy_dir), Path(base_dir), ds_config, hyper_from_config(cfg),
+    trainer = PPOTrainer(Path(policy_dir), Path(base_dir), ds_config, PPOHyper.from_config(cfg),
                          resume_dir=Path(resume_dir) if resume_dir else None)
     try:
         metrics = trainer.step(batch)

@@ -62,3 +62,26 @@ def test_relative_store_is_pinned_to_an_absolute_path(tmp_path, monkeypatch):
 def test_config_hash_changes_with_values():
     assert load_config().config_hash() == load_config().config_hash()
     assert load_config().config_hash() != load_config(DEFAULT_CONFIG, ["ppo.lr=1e-5"]).config_hash()
+
+
+def test_top_p_below_one_is_refused_with_the_reason():
+    """vLLM's log-probs under top-p are of the truncated distribution; the trainer scores the full softmax."""
+    with pytest.raises(ConfigError, match="generation.*top_p=0.9 is not supported.*full softmax"):
+        load_config(None, ["generation.top_p=0.9"])
+    assert load_config(None, ["generation.top_p=1.0"]).generation.top_p == 1.0
+
+
+def test_models_that_transform_their_logits_are_refused():
+    """The trainer computes logits from the output projection alone (lm_logits): a soft-capped or scaled
+    model would be trained on other log-probs than vLLM samples from."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from stepcoder.training.actor_critic import ActorCritic, check_plain_lm_head
+
+    config = LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    check_plain_lm_head(LlamaForCausalLM(config))  # a plain head passes
+    for name, value in (("final_logit_softcapping", 30.0), ("logit_scale", 0.0625), ("logits_scaling", 8.0)):
+        capped = LlamaConfig(**{**config.to_dict(), name: value})
+        with pytest.raises(ValueError, match=f"{name}={value}"):
+            ActorCritic(LlamaForCausalLM(capped))

@@ -44,9 +44,9 @@ def test_vllm_logprobs_match_the_trainers_recompute(generator, tiny_model, tempe
         "reward": pa.array([0.0] * len(comps), pa.float32()),
     })
     ds = json.loads(resolve_repo_path("infra/deepspeed/zero0_fp32.json").read_text())
-    trainer = PPOTrainer(tiny_model, tiny_model, ds, PPOHyper(temperature=temperature, micro_batch_size=4,
+    trainer = PPOTrainer(tiny_model, tiny_model, ds, PPOHyper.of(temperature=temperature, micro_batch_size=4,
                                                                minibatch_size=4))
     exp = trainer._experience(batch_from_arrow(table, generator.tokenizer.pad_token_id))
     trainer.close()
     # float32 on both sides: the generator's "processed" log-probs are log softmax(logits / T) as recomputed.
-    assert float(exp["logprob_gap"]) < 1e-3
+    assert exp.logprob_gap < 1e-3

@@ -35,7 +35,7 @@ def test_mean_reward_rises_through_the_real_reload_path(tiny_model, tmp_path):
 
     generator = make_generator("vllm", str(tiny_model), dtype="float32", max_model_len=256, seed=0)
     ds = json.loads(resolve_repo_path("infra/deepspeed/zero0_fp32.json").read_text())
-    hp = PPOHyper(lr=5e-3, epochs=4, minibatch_size=32, micro_batch_size=32, kl_coef=0.02, vf_coef=0.5,
+    hp = PPOHyper.of(lr=5e-3, epochs=4, minibatch_size=32, micro_batch_size=32, kl_coef=0.02, vf_coef=0.5,
                   gamma=1.0, gae_lambda=0.95, temperature=1.0)
     trainer = PPOTrainer(tiny_model, tiny_model, ds, hp)
     pad = generator.tokenizer.pad_token_id

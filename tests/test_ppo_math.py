@@ -448,3 +448,60 @@ def test_kl_controllers_state_dict_roundtrip_and_factory():
         make_kl_controller("pid", kl_coef=0.1)
     with pytest.raises(ValueError, match="target and horizon"):
         make_kl_controller("adaptive", kl_coef=0.1)
+
+
+# ---------------------------------------------------------------- minibatch normalisers
+
+
+def test_aggregate_loss_with_a_minibatch_normalizer_hand_computed():
+    from stepcoder.ppo import aggregate_loss, loss_normalizer
+
+    a = torch.tensor([[1.0, 2.0, 3.0]])  # one micro-batch: 3 counted tokens, sum 6
+    b = torch.tensor([[10.0, 0.0, 0.0]])  # another: 1 counted token, sum 10
+    ma, mb = torch.tensor([[1.0, 1.0, 1.0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    n = loss_normalizer(torch.cat([ma, mb]))
+    assert n.item() == 4
+    parts = aggregate_loss(a, ma, "token", n) + aggregate_loss(b, mb, "token", n)
+    assert parts.item() == pytest.approx(16 / 4)  # the minibatch token mean, not (2 + 10) / 2 = 6
+    assert aggregate_loss(torch.cat([a, b]), torch.cat([ma, mb]), "token").item() == pytest.approx(4.0)
+    ns = loss_normalizer(torch.cat([ma, mb]), "sequence")  # 2 rows with a token
+    seq = aggregate_loss(a, ma, "sequence", ns) + aggregate_loss(b, mb, "sequence", ns)
+    assert seq.item() == pytest.approx((2.0 + 10.0) / 2)
+    assert aggregate_loss(a, torch.zeros_like(a), "token", 0.0).item() == 0.0  # nothing counted: 0, not NaN
+
+
+def test_summed_micro_batch_shares_equal_the_whole_for_any_split():
+    from stepcoder.ppo import aggregate_loss, loss_normalizer
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 9, generator=g)
+    mask = (torch.rand(7, 9, generator=g) > 0.6).float()
+    for agg in ("token", "sequence"):
+        whole = aggregate_loss(x, mask, agg)
+        n = loss_normalizer(mask, agg)
+        for size in (1, 2, 3, 7):
+            parts = sum(aggregate_loss(x[i:i + size], mask[i:i + size], agg, n) for i in range(0, 7, size))
+            assert parts.item() == pytest.approx(whole.item(), abs=1e-6)
+
+
+# ---------------------------------------------------------------- experience
+
+
+def test_advantages_for_hand_computed():
+    """One row, 3 completion tokens (the first one FGO-masked), γ = λ = 1, β = 0.5, V = (0.5, 0.2, 0.1)."""
+    from stepcoder.training.experience import advantages_for
+
+    old = torch.tensor([[-1.0, -2.0, -1.0]])
+    ref = torch.tensor([[-1.0, -1.0, -3.0]])
+    values = torch.tensor([[0.5, 0.2, 0.1]])
+    action, fgo = torch.ones(1, 3), torch.tensor([[0.0, 1.0, 1.0]])
+    rewards, adv, ret, kl = advantages_for(torch.tensor([1.0]), old, ref, values, action, fgo, 0.5, 1.0, 1.0,
+                                           whiten=False)
+    # kl = old − ref = (0, −1, 2); r = −β·kl + R at the end = (0, 0.5, −1 + 1)
+    assert kl.tolist() == [[0.0, -1.0, 2.0]] and rewards.tolist() == [[0.0, 0.5, 0.0]]
+    # returns-to-go (γ = λ = 1) = (0.5, 0.5, 0); advantages = returns-to-go − V
+    assert ret[0].tolist() == pytest.approx([0.5, 0.5, 0.0], abs=1e-6)
+    assert adv[0].tolist() == pytest.approx([0.0, 0.3, -0.1], abs=1e-6)
+    _, white, _, _ = advantages_for(torch.tensor([1.0]), old, ref, values, action, fgo, 0.5, 1.0, 1.0)
+    # whitened over the FGO tokens only: (0.3, −0.1) → mean 0.1, unbiased std 0.2828 → ±0.7071; masked → 0
+    assert white[0].tolist() == pytest.approx([0.0, 0.70711, -0.70711], abs=1e-4)

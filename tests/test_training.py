@@ -59,7 +59,7 @@ def batch(tiny_model):
 def test_ppo_step_updates_policy_and_resumes_exactly(tiny_model, batch, tmp_path):
     from stepcoder.training.trainer import PPOHyper, PPOTrainer
 
-    hp = PPOHyper(lr=1e-3, epochs=2, minibatch_size=2, micro_batch_size=1)
+    hp = PPOHyper.of(lr=1e-3, epochs=2, minibatch_size=2, micro_batch_size=1)
     trainer = PPOTrainer(tiny_model, tiny_model, DS_CONFIG, hp)
     before = {k: v.clone() for k, v in trainer.engine.module.lm.state_dict().items()}
     metrics = trainer.step(batch)
@@ -93,7 +93,7 @@ def _run(tiny_model, batch, engine, ds_file, steps=2, **kw):
     from stepcoder.training.trainer import PPOHyper, PPOTrainer
 
     ds = json.loads(resolve_repo_path(ds_file).read_text())
-    hp = PPOHyper(lr=1e-3, epochs=1, minibatch_size=2, micro_batch_size=1, engine=engine, **kw)
+    hp = PPOHyper.of(lr=1e-3, epochs=1, minibatch_size=2, micro_batch_size=1, engine=engine, **kw)
     trainer = PPOTrainer(tiny_model, tiny_model, ds, hp)
     losses = []
     for _ in range(steps):
@@ -117,7 +117,7 @@ def test_deepspeed_matches_a_plain_torch_loop(tiny_model, batch, ds_file):
 def test_adaptive_kl_and_separate_critic_survive_a_checkpoint(tiny_model, batch, tmp_path):
     from stepcoder.training.trainer import PPOHyper, PPOTrainer
 
-    hp = PPOHyper(lr=1e-3, minibatch_size=2, micro_batch_size=2, kl_controller="adaptive", kl_target=0.01,
+    hp = PPOHyper.of(lr=1e-3, minibatch_size=2, micro_batch_size=2, kl_controller="adaptive", kl_target=0.01,
                   kl_horizon=100, critic="separate")
     trainer = PPOTrainer(tiny_model, tiny_model, DS_CONFIG, hp)
     trainer.step(batch)
@@ -133,13 +133,15 @@ def test_adaptive_kl_and_separate_critic_survive_a_checkpoint(tiny_model, batch,
     resumed.close()
 
 
-def test_unknown_options_are_named(tiny_model):
-    from stepcoder.training.trainer import PPOHyper, PPOTrainer
+def test_unknown_options_are_named():
+    from pydantic import ValidationError
 
-    with pytest.raises(ValueError, match="valid: recompute, generator"):
-        PPOTrainer(tiny_model, tiny_model, DS_CONFIG, PPOHyper(old_logprobs="vllm"))
-    with pytest.raises(ValueError, match="valid: deepspeed, torch"):
-        PPOTrainer(tiny_model, tiny_model, DS_CONFIG, PPOHyper(engine="jax"))
+    from stepcoder.training.trainer import PPOHyper
+
+    with pytest.raises(ValidationError, match="old_logprobs"):
+        PPOHyper.of(old_logprobs="vllm")
+    with pytest.raises(ValidationError, match="engine"):
+        PPOHyper.of(engine="jax")
 
 
 def test_bf16_step_matches_fp32_before_the_first_update(tiny_model, batch):
@@ -150,14 +152,84 @@ def test_bf16_step_matches_fp32_before_the_first_update(tiny_model, batch):
     runs = {}
     for name in ("zero0_fp32", "zero0_bf16"):
         ds = json.loads(resolve_repo_path(f"infra/deepspeed/{name}.json").read_text())
-        trainer = PPOTrainer(tiny_model, tiny_model, ds, PPOHyper(lr=1e-3, minibatch_size=2, micro_batch_size=1))
+        trainer = PPOTrainer(tiny_model, tiny_model, ds, PPOHyper.of(lr=1e-3, minibatch_size=2, micro_batch_size=1))
         exp = trainer._experience(batch)
         runs[name] = exp, trainer.step(batch)[0]
         trainer.close()
     (exp32, m32), (exp16, m16) = runs["zero0_fp32"], runs["zero0_bf16"]
     mask = batch.action_mask.bool()
-    assert (exp32["old_logprobs"] - exp16["old_logprobs"])[mask].abs().max() < 0.02  # |log p| ≈ 7.6 here
+    assert (exp32.old_logprobs - exp16.old_logprobs)[mask].abs().max() < 0.02  # |log p| ≈ 7.6 here
     assert m16["policy_loss"] == pytest.approx(m32["policy_loss"], abs=1e-3)
     assert m16["value_loss"] == pytest.approx(m32["value_loss"], rel=1e-2)
     assert m16["entropy"] == pytest.approx(m32["entropy"], rel=1e-3)
     assert m16["grad_norm"] == pytest.approx(m32["grad_norm"], rel=2e-2)
+
+
+@pytest.fixture(scope="module")
+def uneven_batch(tiny_model):
+    """Rows whose counted-token numbers differ a lot (1 to 24 FGO tokens), so a per-micro-batch mean would
+    weigh a 1-token row as much as a 24-token one."""
+    from stepcoder.training.batch import batch_from_arrow
+
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for i, (n_comp, n_fgo) in enumerate([(3, 1), (24, 24), (10, 4), (16, 12)]):
+        prompt = torch.randint(5, 500, (5 + i,), generator=g).tolist()
+        comp = torch.randint(5, 500, (n_comp,), generator=g).tolist()
+        rows.append((prompt, comp, [0] * (n_comp - n_fgo) + [1] * n_fgo, [1.0, -0.3, -0.6, 1.0][i]))
+    return batch_from_arrow(_table(rows), pad_token_id=1)
+
+
+def _minibatch_gradient(tiny_model, batch, micro, agg, engine="torch"):
+    from stepcoder.training.trainer import PPOHyper, PPOTrainer
+
+    hp = PPOHyper.of(lr=1e-3, critic_lr=1e-3, epochs=1, minibatch_size=4, micro_batch_size=micro, loss_agg=agg,
+                     engine=engine, vf_coef=0.5, ent_coef=0.01)
+    trainer = PPOTrainer(tiny_model, tiny_model, DS_CONFIG, hp)
+    grads = {}
+    optimizer = trainer.engine.optimizer
+    original = optimizer.step
+
+    def record(*a, **k):  # the accumulated gradient at the optimizer step, before it is applied
+        for name, p in trainer.engine.module.named_parameters():
+            if p.grad is not None:
+                grads[name] = p.grad.detach().clone()
+        return original(*a, **k)
+
+    optimizer.step = record
+    (metrics,) = trainer.step(batch)
+    trainer.close()
+    return grads, metrics
+
+
+@pytest.mark.parametrize("agg", ["token", "sequence"])
+def test_minibatch_gradient_does_not_depend_on_the_micro_batch_split(tiny_model, uneven_batch, agg):
+    """Regression: the token mean used to be taken per micro-batch and then averaged, so splitting the same
+    minibatch differently changed the gradient."""
+    whole, m4 = _minibatch_gradient(tiny_model, uneven_batch, 4, agg)
+    for micro in (1, 2):
+        split, m = _minibatch_gradient(tiny_model, uneven_batch, micro, agg)
+        assert set(split) == set(whole)
+        for name in whole:
+            torch.testing.assert_close(split[name], whole[name], atol=1e-6, rtol=1e-4, msg=name)
+        assert m["policy_loss"] == pytest.approx(m4["policy_loss"], abs=1e-6)
+        assert m["value_loss"] == pytest.approx(m4["value_loss"], abs=1e-6)
+
+
+def test_critic_has_its_own_learning_rate(tiny_model, batch):
+    from stepcoder.training.trainer import PPOHyper, PPOTrainer
+
+    hp = PPOHyper.of(lr=1e-6, critic_lr=1e-2, minibatch_size=2, micro_batch_size=2)
+    trainer = PPOTrainer(tiny_model, tiny_model, DS_CONFIG, hp)
+    groups = trainer.engine.optimizer.param_groups
+    head = {id(p) for p in trainer.engine.module.value_head.parameters()}
+    assert [g["lr"] for g in groups] == [1e-6, 1e-2]
+    assert {id(p) for p in groups[1]["params"]} == head and not head & {id(p) for p in groups[0]["params"]}
+    head_before = trainer.engine.module.value_head.weight.detach().clone()
+    lm_before = trainer.engine.module.lm.get_input_embeddings().weight.detach().clone()
+    metrics = trainer.step(batch)
+    head_moved = (trainer.engine.module.value_head.weight - head_before).abs().max().item()
+    lm_moved = (trainer.engine.module.lm.get_input_embeddings().weight - lm_before).abs().max().item()
+    trainer.close()
+    assert head_moved > 100 * lm_moved > 0  # Adam's first steps move each weight by about its lr
+    assert metrics[0]["critic_lr"] == 1e-2 and metrics[0]["lr"] == 1e-6

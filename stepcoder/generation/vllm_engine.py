@@ -7,6 +7,7 @@ engine (starts in seconds, least memory), no CPU pinning, a 1 GiB KV cache. User
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 _ENV_DEFAULTS = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -68,11 +69,16 @@ class VLLMGenerator:
         temperature: float,
         top_p: float,
         max_new_tokens: int,
-        seed: int,
+        seed: int | Sequence[int],
         stop: list[str] | None = None,
     ) -> list[Completion]:
-        """n samples per prompt, flattened in (prompt, sample) order."""
-        params = SamplingParams(
+        """n samples per prompt, flattened in (prompt, sample) order. ``seed``: one per prompt (see
+        :func:`stepcoder.rollouts.prompt_seeds`), or one for all (vLLM then gives every prompt the same random
+        stream, and sample i of each prompt the seed ``seed + i``)."""
+        seeds = [seed] * len(prompts) if isinstance(seed, int) else list(seed)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        params = [SamplingParams(
             stop=stop or None,
             # Keep the stop string in the text so text == decode(token_ids): FGO maps tokens by position.
             include_stop_str_in_output=True,
@@ -81,8 +87,8 @@ class VLLMGenerator:
             top_p=top_p,
             max_tokens=max_new_tokens,
             logprobs=0,  # 0 = only the sampled token's logprob
-            seed=seed,
-        )
+            seed=s,
+        ) for s in seeds]
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) + max_new_tokens > self.max_model_len]
         if too_long:
@@ -108,6 +114,11 @@ class VLLMGenerator:
         """Swap in new policy weights without restarting the engine (~0.1 s on CPU)."""
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(weights_dir)})
         self.llm.collective_rpc(_refresh_tied_lm_head)
+        # The prefix cache (on by default) keeps KV blocks computed with the old weights: the chat header, a
+        # repeated problem, every eval prompt would reuse them, so sampling would be off-policy against π_old
+        # and an eval would score a mixture of checkpoints. Drop them all.
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM refused to reset its prefix cache after a weight reload")
         self.weights = str(weights_dir)
 
     def healthy(self) -> bool:

@@ -9,7 +9,7 @@ from stepcoder.ppo.logprobs import (
     token_logprobs_and_entropy,
 )
 from stepcoder.ppo.losses import entropy_bonus, explained_variance, policy_loss, value_loss
-from stepcoder.ppo.masked import aggregate_loss, masked_mean, masked_sum, masked_var, masked_whiten
+from stepcoder.ppo.masked import aggregate_loss, loss_normalizer, masked_mean, masked_sum, masked_var, masked_whiten
 from stepcoder.ppo.kl_penalty import kl_estimate, kl_penalized_rewards
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "explained_variance",
     "kl_estimate",
     "kl_penalized_rewards",
+    "loss_normalizer",
     "logprobs_from_logits",
     "make_kl_controller",
     "masked_mean",

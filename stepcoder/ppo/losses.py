@@ -2,7 +2,8 @@
 
 Schulman et al. 2017, "Proximal Policy Optimization Algorithms" (eq. 7 and 9); value clipping and the
 ``clipfrac`` / ``approx_kl`` diagnostics as in OpenAI baselines PPO2 and CleanRL ``ppo.py``. Inputs are (B, T)
-tensors and ``mask`` (B, T); ``agg`` picks the reduction of :func:`stepcoder.ppo.masked.aggregate_loss`.
+tensors and ``mask`` (B, T); ``agg`` picks the reduction of :func:`stepcoder.ppo.masked.aggregate_loss`, and
+``normalizer`` (optional) its denominator when the tensors are one micro-batch of a larger minibatch.
 Stats are detached 0-d tensors (no host sync here); log them as ``losses/clipfrac`` etc.
 """
 
@@ -20,6 +21,7 @@ def policy_loss(
     mask: torch.Tensor,
     clip_coef: float,
     agg: str = "token",
+    normalizer: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate L = agg(max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))), ρ_t = exp(log π(a_t) − log π_old(a_t)).
 
@@ -34,7 +36,7 @@ def policy_loss(
     ratio = torch.exp(log_ratio)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
-    loss = aggregate_loss(torch.max(pg_loss1, pg_loss2), mask, agg)
+    loss = aggregate_loss(torch.max(pg_loss1, pg_loss2), mask, agg, normalizer)
     with torch.no_grad():
         stats = {
             "clipfrac": masked_mean((pg_loss2 > pg_loss1).float(), mask),
@@ -50,6 +52,7 @@ def value_loss(
     mask: torch.Tensor,
     clip_coef: float | None,
     agg: str = "token",
+    normalizer: float | torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss L_V = ½·agg(max((V − R)², (V_clip − R)²)), V_clip = V_old + clamp(V − V_old, ±ε_v).
 
@@ -66,12 +69,13 @@ def value_loss(
         vf_loss_mat = torch.max(vf_loss1, vf_loss2)
         with torch.no_grad():
             vf_clipfrac = masked_mean((vf_loss2 > vf_loss1).float(), mask)
-    return 0.5 * aggregate_loss(vf_loss_mat, mask, agg), {"vf_clipfrac": vf_clipfrac}
+    return 0.5 * aggregate_loss(vf_loss_mat, mask, agg, normalizer), {"vf_clipfrac": vf_clipfrac}
 
 
-def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor, agg: str = "token") -> torch.Tensor:
+def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor, agg: str = "token",
+                  normalizer: float | torch.Tensor | None = None) -> torch.Tensor:
     """Mean policy entropy agg(H_t), (B, T) → 0-d. It is a bonus: the total loss SUBTRACTS ent_coef × this."""
-    return aggregate_loss(entropy, mask, agg)
+    return aggregate_loss(entropy, mask, agg, normalizer)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

@@ -59,19 +59,45 @@ def masked_whiten(
     return torch.where(mask.bool(), whitened, torch.zeros_like(whitened))
 
 
-def aggregate_loss(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token") -> torch.Tensor:
+def aggregate_loss(
+    loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token", normalizer: float | torch.Tensor | None = None
+) -> torch.Tensor:
     """Reduce a per-token loss (B, T) to a scalar (0-d).
 
     - ``"token"``:    Σ_bt loss·mask / Σ_bt mask — every valid token of the batch weighs the same
       (verl ``token-mean``; long completions dominate).
     - ``"sequence"``: mean over rows with ≥1 valid token of (Σ_t loss·mask / Σ_t mask) — every completion
       weighs the same (verl ``seq-mean-token-mean``, the original PPO-for-LM reduction).
+
+    ``normalizer`` replaces the denominator (Σ mask for ``token``, the count of rows with a valid token for
+    ``sequence``) with that of a larger batch this tensor is a part of. Summing the results over micro-batches
+    then gives exactly the reduction over the whole minibatch: a micro-batch with 3 counted tokens weighs 3
+    tokens, not as much as one with 600 (:func:`loss_normalizer` computes it).
     Both return 0 for an all-zero mask. Unknown ``mode`` → ValueError listing the valid ones.
     """
     if mode == "token":
-        return masked_mean(loss_mat, mask)
+        if normalizer is None:
+            return masked_mean(loss_mat, mask)
+        return masked_sum(loss_mat, mask) / _positive(normalizer)
     if mode == "sequence":
         row_loss = masked_mean(loss_mat, mask, dim=-1)  # (B,)
         row_valid = mask.bool().any(dim=-1)  # (B,)
-        return masked_mean(row_loss, row_valid)
+        if normalizer is None:
+            return masked_mean(row_loss, row_valid)
+        return masked_sum(row_loss, row_valid) / _positive(normalizer)
     raise ValueError(f"unknown loss aggregation mode {mode!r}; valid modes: {', '.join(AGG_MODES)}")
+
+
+def loss_normalizer(mask: torch.Tensor, mode: str = "token") -> torch.Tensor:
+    """The denominator :func:`aggregate_loss` uses for ``mask`` (B, T): Σ mask (``token``) or the number of rows
+    with a valid token (``sequence``). 0-d float."""
+    if mode == "token":
+        return mask.bool().sum().float()
+    if mode == "sequence":
+        return mask.bool().any(dim=-1).sum().float()
+    raise ValueError(f"unknown loss aggregation mode {mode!r}; valid modes: {', '.join(AGG_MODES)}")
+
+
+def _positive(n: float | torch.Tensor) -> float | torch.Tensor:
+    """A count of 0 means nothing is counted: divide by 1 so the (zero) sum stays 0 instead of NaN."""
+    return n.clamp(min=1.0) if isinstance(n, torch.Tensor) else max(float(n), 1.0)

@@ -26,23 +26,26 @@ def ds_config_for(base: dict, micro_batch_size: int, grad_accum: int, lr: float)
     return cfg
 
 
-def make_engine(kind: str, model: nn.Module, ds_config: dict, device: str):
-    """``deepspeed``: deepspeed.initialize; ``torch``: :class:`TorchEngine`. Unknown kinds list the valid ones."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_engine(kind: str, model: nn.Module, ds_config: dict, device: str, param_groups: list[dict] | None = None):
+    """``deepspeed``: deepspeed.initialize; ``torch``: :class:`TorchEngine`. Unknown kinds list the valid ones.
+
+    ``param_groups``: optimizer groups with their own ``lr`` (actor and critic); None = one group at the
+    config's lr."""
+    params = param_groups or [p for p in model.parameters() if p.requires_grad]
     if kind == "deepspeed":
         import deepspeed
 
         engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
         return engine
     if kind == "torch":
-        return TorchEngine(model.to(device), ds_config)
+        return TorchEngine(model.to(device), ds_config, param_groups)
     raise ValueError(f"unknown training engine {kind!r}; valid: {', '.join(ENGINES)}")
 
 
 class TorchEngine:
     """The subset of DeepSpeedEngine the PPO trainer uses, as a plain single-process torch loop."""
 
-    def __init__(self, module: nn.Module, ds_config: dict):
+    def __init__(self, module: nn.Module, ds_config: dict, param_groups: list[dict] | None = None):
         opt = ds_config.get("optimizer", {})
         if opt.get("type", "AdamW").lower() not in ("adamw", "adam"):
             raise ValueError(f"torch engine supports AdamW only, not {opt.get('type')!r}")
@@ -51,7 +54,7 @@ class TorchEngine:
         keys = ("lr", "betas", "eps", "weight_decay", "fused", "foreach")
         p = {k: v for k, v in opt.get("params", {}).items() if k in keys}
         self.module = module
-        self.optimizer = torch.optim.AdamW([q for q in module.parameters() if q.requires_grad], **p)
+        self.optimizer = torch.optim.AdamW(param_groups or [q for q in module.parameters() if q.requires_grad], **p)
         self.grad_accum = int(ds_config.get("gradient_accumulation_steps", 1))
         self.clip = float(ds_config.get("gradient_clipping", 0.0))
         self.micro_steps = 0

@@ -1,9 +1,9 @@
 """One PPO update on DeepSpeed over a batch of rollouts (StepCoder section 3.3; PPO as in CleanRL/OpenRLHF).
 
-    1. no-grad pass: old log-probs and values (policy), reference log-probs (frozen π_ref), once per batch
-    2. per-token rewards r_t = −β·(log π_old − log π_ref) on completion tokens, + R on the last one
-    3. GAE(γ, λ) over completion tokens; advantages whitened over the FGO-masked tokens
-    4. epochs × minibatches of clipped policy loss (completion × FGO mask) + clipped value loss + entropy bonus
+    1. experience (:mod:`stepcoder.training.experience`): old/ref log-probs, values, KL-shaped rewards, GAE
+    2. epochs × minibatches of clipped policy loss (completion × FGO mask) + clipped value loss + entropy bonus,
+       each minibatch's losses normalised by its own token (or sequence) count, whatever its micro-batches
+    3. checkpoints: an HF policy dir vLLM reloads, the value head, DeepSpeed and trainer state
 
 The math lives in :mod:`stepcoder.ppo`; this file wires models, DeepSpeed and checkpoints around it.
 """
@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from stepcoder import ppo
-from stepcoder.training.actor_critic import ActorCritic, lm_logits
+from stepcoder.config import PPOConfig, RunConfig
+from stepcoder.training.actor_critic import ActorCritic, check_plain_lm_head, lm_logits
 from stepcoder.training.batch import PPOBatch
 from stepcoder.training.distributed import init_distributed
 from stepcoder.training.engines import ds_config_for, make_engine
+from stepcoder.training.experience import Experience, make_experience
 
 STATE_FILE = "trainer_state.json"
 
@@ -32,32 +34,32 @@ def loss_item(x: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class PPOHyper:
-    lr: float = 1e-6
-    epochs: int = 1
-    minibatch_size: int = 8
-    micro_batch_size: int = 4
-    gamma: float = 1.0
-    gae_lambda: float = 0.95
-    clip_coef: float = 0.2
-    vf_clip_coef: float | None = 0.2
-    vf_coef: float = 0.1
-    ent_coef: float = 0.0
-    kl_coef: float = 0.05
-    whiten_advantages: bool = True
-    loss_agg: str = "token"
-    mask_value_loss: bool = False  # FGO mask on the value loss too (paper: policy loss only)
-    seed: int = 0
+    """What one PPO update needs: the run's validated ``ppo`` config section (its defaults live there, once) and
+    three values that other sections own. ``hp.lr`` etc. read through to the section."""
+
+    ppo: PPOConfig = PPOConfig()
     temperature: float = 1.0  # sampling temperature: log-probs are of softmax(logits / T), as vLLM sampled
-    engine: str = "deepspeed"  # or "torch": the plain loop baseline
-    critic: str = "shared"  # value head on the actor's trunk, or "separate" trunk
-    old_logprobs: str = "recompute"  # or "generator": take log π_old from vLLM instead of recomputing
-    kl_controller: str = "fixed"  # or "adaptive" (Ziegler et al. 2019)
-    kl_target: float | None = None
-    kl_horizon: int | None = None
+    seed: int = 0
+    mask_value_loss: bool = False  # FGO mask on the value loss too (fgo.mask_value_loss; paper: policy only)
 
+    @classmethod
+    def of(cls, *, temperature: float = 1.0, seed: int = 0, mask_value_loss: bool = False, **ppo) -> "PPOHyper":
+        """Build from ``ppo`` section fields by name (validated like a config file's)."""
+        return cls(PPOConfig(**ppo), temperature, seed, mask_value_loss)
 
-OLD_LOGPROB_SOURCES = ("recompute", "generator")
-CRITICS = ("shared", "separate")
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> "PPOHyper":
+        # Greedy (T=0) generation is scored at T=1: PPO's ratio must use the distribution vLLM sampled from.
+        return cls(cfg.ppo, cfg.generation.temperature or 1.0, cfg.generation.seed, cfg.fgo.mask_value_loss)
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.ppo, name)
+
+    def to_dict(self) -> dict:
+        return {**self.ppo.model_dump(mode="json"), "temperature": self.temperature, "seed": self.seed,
+                "mask_value_loss": self.mask_value_loss}
 
 
 def _load_lm(path: Path, dtype: torch.dtype = torch.float32):
@@ -77,10 +79,6 @@ class PPOTrainer:
         hp: PPOHyper,
         resume_dir: Path | None = None,
     ):
-        if hp.old_logprobs not in OLD_LOGPROB_SOURCES:
-            raise ValueError(f"unknown old_logprobs source {hp.old_logprobs!r}; valid: {', '.join(OLD_LOGPROB_SOURCES)}")
-        if hp.critic not in CRITICS:
-            raise ValueError(f"unknown critic {hp.critic!r}; valid: {', '.join(CRITICS)}")
         self.hp = hp
         self.device = init_distributed()
         torch.manual_seed(hp.seed)
@@ -92,12 +90,13 @@ class PPOTrainer:
         model = ActorCritic(_load_lm(self.policy_dir), critic_lm)
         if resume_dir is not None:
             model.load_value_head(Path(resume_dir))
-        config = ds_config_for(ds_config, hp.micro_batch_size, hp.minibatch_size // hp.micro_batch_size, hp.lr)
-        self.engine = make_engine(hp.engine, model, config, self.device)
+        config = ds_config_for(ds_config, hp.micro_batch_size, self._window, hp.lr)
+        self.engine = make_engine(hp.engine, model, config, self.device, model.param_groups(hp.lr, hp.critic_lr))
         # The frozen reference only runs forward passes: in a bf16 run it computes in bf16 too (the log-softmax
         # over its logits stays in fp32).
         ref_dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32
         self.ref = _load_lm(Path(ref_dir), ref_dtype).to(self.device).eval().requires_grad_(False)
+        check_plain_lm_head(self.ref)
         self.kl_ctl = ppo.make_kl_controller(hp.kl_controller, hp.kl_coef, hp.kl_target, hp.kl_horizon)
         self.global_step = 0
         if resume_dir is not None:
@@ -145,47 +144,22 @@ class PPOTrainer:
         logits, _ = lm_logits(self.ref, ids, att, at)
         return self._on_actions(ppo.token_logprobs(logits, labels, self.hp.temperature), actions)
 
+    @property
+    def _window(self) -> int:
+        """Micro-steps per optimizer step (DeepSpeed's gradient accumulation steps)."""
+        return self.hp.minibatch_size // self.hp.micro_batch_size
+
     def _micro_slices(self, n: int) -> list[slice]:
         m = self.hp.micro_batch_size
         return [slice(i, min(i + m, n)) for i in range(0, n, m)]
 
-    @staticmethod
-    def _pad_cat(parts: list[torch.Tensor], width: int) -> torch.Tensor:
-        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
-
     # ---- the update ------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _experience(self, batch: PPOBatch) -> dict[str, torch.Tensor]:
-        """Old log-probs/values and reference log-probs, computed once per batch, then rewards and GAE."""
+    def _experience(self, batch: PPOBatch) -> Experience:
         self.engine.eval()
-        width = batch.action_mask.shape[1]
-        old_lp, old_v, ref_lp = [], [], []
-        for sl in self._micro_slices(len(batch)):
-            mb = batch.select(sl)
-            lp, v = self._old_logprobs_values(mb)
-            old_lp.append(lp.cpu())
-            old_v.append(v.cpu())
-            ref_lp.append(self._ref_logprobs(mb).cpu())
-        old_logprobs = self._pad_cat(old_lp, width)
-        old_values = self._pad_cat(old_v, width)
-        ref_logprobs = self._pad_cat(ref_lp, width)
-        mask = batch.action_mask
-        recomputed = old_logprobs
-        if self.hp.old_logprobs == "generator":
-            old_logprobs = batch.gen_logprobs * mask
-        rewards, kl = ppo.kl_penalized_rewards(batch.scores, old_logprobs, ref_logprobs, mask, self.kl_ctl.value)
-        advantages, returns = ppo.compute_gae(rewards, old_values * mask, mask, self.hp.gamma, self.hp.gae_lambda)
-        if self.hp.whiten_advantages:
-            advantages = ppo.masked_whiten(advantages, batch.fgo_mask)
-        return {
-            "old_logprobs": old_logprobs,
-            "old_values": old_values,
-            "advantages": advantages,
-            "returns": returns,
-            "kl_ref": ppo.masked_mean(kl, mask),
-            # How far the generator's log-probs are from the training model's (bf16 / kernels / sampling).
-            "logprob_gap": ppo.masked_mean((batch.gen_logprobs - recomputed).abs(), mask),
-        }
+        hp = self.hp
+        return make_experience(batch, self._old_logprobs_values, self._ref_logprobs, hp.micro_batch_size,
+                               kl_coef=self.kl_ctl.value, gamma=hp.gamma, gae_lambda=hp.gae_lambda,
+                               whiten=hp.whiten_advantages, old_logprobs=hp.old_logprobs)
 
     def step(self, batch: PPOBatch) -> list[dict[str, float]]:
         """Run ``epochs`` × minibatches of PPO on ``batch``; one metrics dict per optimizer step."""
@@ -194,6 +168,10 @@ class PPOTrainer:
         kl_coef = self.kl_ctl.value
         n = len(batch)
         masked_fraction = 1.0 - float(batch.fgo_mask.sum() / batch.action_mask.sum().clamp(min=1))
+        # How much of the return's variance the critic explained before this update (CleanRL's
+        # losses/explained_variance): the number that says whether the critic learns at all.
+        explained = ppo.explained_variance(exp.old_values, exp.returns, batch.action_mask)
+        value_mask = batch.fgo_mask if hp.mask_value_loss else batch.action_mask
         metrics: list[dict[str, float]] = []
         gen = torch.Generator().manual_seed(hp.seed + self.global_step)
         self.engine.train()
@@ -201,60 +179,65 @@ class PPOTrainer:
             perm = torch.randperm(n, generator=gen)
             for mb_index, start in enumerate(range(0, n, hp.minibatch_size)):
                 mb_rows = perm[start : start + hp.minibatch_size]
-                acc: dict[str, list[float]] = {}
-                for sl in self._micro_slices(len(mb_rows)):
-                    rows = mb_rows[sl]
-                    stats = self._micro_step(batch.select(rows), {k: v[rows] for k, v in exp.items() if v.dim() == 2})
+                # Each loss is normalised by the whole minibatch's count, not per micro-batch, so the gradient
+                # does not depend on how the minibatch is split (docs/algorithm.md, "Losses").
+                norms = {name: ppo.loss_normalizer(m[mb_rows], hp.loss_agg)
+                         for name, m in (("policy", batch.fgo_mask), ("value", value_mask),
+                                         ("entropy", batch.action_mask))}
+                sums: dict[str, float] = {}
+                means: dict[str, list[float]] = {}
+                micro = self._micro_slices(len(mb_rows))
+                for sl in micro:
+                    mb = batch.select(mb_rows[sl])
+                    losses, stats = self._micro_step(mb, exp.rows(mb_rows[sl], mb.action_mask.shape[1]), norms)
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
                     for k, v in stats.items():
-                        acc.setdefault(k, []).append(v)
-                # DeepSpeed steps the optimizer after a fixed number of micro-steps; a short last minibatch
-                # completes its window with zero-loss micro-steps (its gradient is scaled by 1/GA, not 1/n).
-                self._flush_partial_window(len(self._micro_slices(len(mb_rows))))
+                        means.setdefault(k, []).append(v)
+                # DeepSpeed steps the optimizer after a fixed number of micro-steps: a short last minibatch
+                # completes its window with zero-loss micro-steps (its own normaliser already makes its mean).
+                self._flush_partial_window(len(micro))
                 self.global_step += 1
-                row = {k: sum(v) / len(v) for k, v in acc.items()}
+                row = {**sums, **{k: sum(v) / len(v) for k, v in means.items()}}
                 row.update(
                     step=self.global_step, epoch=epoch, minibatch=mb_index,
-                    kl_ref=float(exp["kl_ref"]), kl_coef=kl_coef, masked_fraction=masked_fraction,
-                    logprob_gap=float(exp["logprob_gap"]),
+                    kl_ref=exp.kl_ref, kl_coef=kl_coef, masked_fraction=masked_fraction,
+                    logprob_gap=exp.logprob_gap, explained_variance=explained,
                     lr=float(self.engine.optimizer.param_groups[0]["lr"]),
+                    critic_lr=float(self.engine.optimizer.param_groups[-1]["lr"]),
                 )
                 metrics.append(row)
-        self.kl_ctl.update(float(exp["kl_ref"]), n_steps=n)
+        self.kl_ctl.update(exp.kl_ref, n_steps=n)
         return metrics
 
-    def _micro_step(self, mb: PPOBatch, exp: dict[str, torch.Tensor]) -> dict[str, float]:
+    def _micro_step(self, mb: PPOBatch, exp: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]
+                    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Forward/backward of one micro-batch. Returns its share of each minibatch loss (they sum to the
+        minibatch's loss) and per-micro-batch statistics (averaged by the caller)."""
         hp = self.hp
-        width = mb.action_mask.shape[1]
-        exp = {k: v[:, :width].to(self.device) for k, v in exp.items()}
+        exp = {k: v.to(self.device) for k, v in exp.items()}
         logprobs, values, token_entropy = self._policy_forward(mb)
         action_mask = mb.action_mask.to(self.device)
         policy_mask = mb.fgo_mask.to(self.device)
         value_mask = policy_mask if hp.mask_value_loss else action_mask
-        pg_loss, pg_stats = ppo.policy_loss(
-            logprobs, exp["old_logprobs"], exp["advantages"], policy_mask, hp.clip_coef, hp.loss_agg
-        )
-        v_loss, v_stats = ppo.value_loss(values, exp["old_values"], exp["returns"], value_mask, hp.vf_clip_coef, hp.loss_agg)
-        entropy = ppo.entropy_bonus(token_entropy, action_mask, hp.loss_agg)
+        pg_loss, pg_stats = ppo.policy_loss(logprobs, exp["old_logprobs"], exp["advantages"], policy_mask,
+                                            hp.clip_coef, hp.loss_agg, norms["policy"])
+        v_loss, _ = ppo.value_loss(values, exp["old_values"], exp["returns"], value_mask, hp.vf_clip_coef,
+                                   hp.loss_agg, norms["value"])
+        entropy = ppo.entropy_bonus(token_entropy, action_mask, hp.loss_agg, norms["entropy"])
         loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
-        self.engine.backward(loss)
+        # The engine divides by the accumulation window (DeepSpeed's 1/GA); the losses above are already shares
+        # of the minibatch mean, so undo it.
+        self.engine.backward(loss * self._window)
         boundary = self.engine.is_gradient_accumulation_boundary()
         local_norm = self._local_grad_norm() if boundary else None
         self.engine.step()
-        grad_norm = None
+        losses = {"policy_loss": loss_item(pg_loss), "value_loss": loss_item(v_loss), "entropy": loss_item(entropy)}
+        stats = {"approx_kl": float(pg_stats["approx_kl"]), "clipfrac": float(pg_stats["clipfrac"])}
         if boundary:  # DeepSpeed reports the norm on some engines (ZeRO ≥ 1, fp16/bf16), not on CPU ZeRO-0
             reported = self.engine.get_global_grad_norm()
-            grad_norm = float(reported) if reported is not None else local_norm
-        stats = {
-            "policy_loss": loss_item(pg_loss),
-            "value_loss": loss_item(v_loss),
-            "entropy": loss_item(entropy),
-            "approx_kl": float(pg_stats["approx_kl"]),
-            "clipfrac": float(pg_stats["clipfrac"]),
-            "explained_variance": ppo.explained_variance(values.detach(), exp["returns"], action_mask),
-        }
-        if grad_norm is not None:
-            stats["grad_norm"] = grad_norm
-        return stats
+            stats["grad_norm"] = float(reported) if reported is not None else local_norm
+        return losses, stats
 
     def _local_grad_norm(self) -> float:
         """L2 norm of the accumulated (unclipped) gradient held by this rank's parameters."""
@@ -289,7 +272,7 @@ class PPOTrainer:
         if module.critic_lm is not None:
             module.critic_lm.save_pretrained(tmp / "critic", safe_serialization=True)
         self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="latest", save_latest=False)
-        state = {"global_step": self.global_step, "kl_controller": self.kl_ctl.state_dict(), "hyper": asdict(self.hp)}
+        state = {"global_step": self.global_step, "kl_controller": self.kl_ctl.state_dict(), "hyper": self.hp.to_dict()}
         (tmp / STATE_FILE).write_text(json.dumps(state))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
