@@ -37,7 +37,9 @@ class DataConfig(_Section):
     split: str | None = Field("train", description="the format's split (MBPP: train = task_ids 601-974)")
     difficulty: tuple[str, ...] | None = Field(None, description="keep only these difficulties (APPS)")
     ids: tuple[str, ...] | None = Field(None, description="keep only these problem ids")
-    subset: int | None = Field(None, gt=0, description="a seeded random subset of this many problems")
+    subset: int | None = Field(
+        None, gt=0, description="a seeded random subset of this many problems: the training pool, visited "
+        "problems_per_iteration at a time, each one again every ⌈subset / problems_per_iteration⌉ iterations")
     problems_per_iteration: int = Field(8, gt=0, description="problems sampled each iteration")
     limit: int | None = Field(None, gt=0, description="use only the first N problems (after the filters)")
     seed: int = 0
@@ -93,14 +95,15 @@ class CurriculumConfig(_Section):
         0.1, ge=0, le=1, description="fraction of prompts asked at the final (write-it-all) stage for practice"
     )
     advance_threshold: float = Field(
-        0.8, ge=0, le=1, description="pass rate ρ at which a problem moves a stage on (0 = every iteration)"
+        0.5, ge=0, le=1, description="pass rate ρ at which a problem moves a stage on (0 = every iteration); "
+        "0.5 = solved at least half the time (docs/algorithm.md: why not 0.8)"
     )
-    min_samples: int = Field(2, gt=0, description="samples needed at a stage before it can advance")
+    min_samples: int = Field(4, gt=0, description="samples needed at a stage before it can advance")
 
 
 class GenerationConfig(_Section):
     backend: Literal["vllm"] = "vllm"
-    n_samples: int = Field(4, gt=0, description="samples per prompt")
+    n_samples: int = Field(8, gt=0, description="samples per prompt (8: pass rates in steps of 1/8 for ρ)")
     temperature: float = Field(0.8, ge=0)
     top_p: float = Field(1.0, gt=0, le=1, description="must stay 1: see the validator")
     max_new_tokens: int = Field(256, gt=0)

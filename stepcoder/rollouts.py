@@ -35,9 +35,31 @@ class PromptPlan:
 
 
 def sample_problems(problems: Sequence[Problem], k: int, seed: int, iteration: int) -> list[Problem]:
-    """A deterministic subset per (seed, iteration), so a re-run of an iteration asks the same prompts."""
-    rng = random.Random(f"{seed}:{iteration}")
-    return rng.sample(list(problems), min(k, len(problems)))
+    """The ``k`` problems of iteration ``iteration`` (1-based): the next ``k`` of a seeded permutation of the
+    pool, a fresh permutation for each pass over it (epoch).
+
+    Every problem comes back once per ⌈n/k⌉ iterations, so the curriculum sees it again at its new stage; an
+    independent random draw each iteration would leave some problems unvisited for many epochs. Deterministic
+    per (seed, iteration): a re-run of an iteration asks the same prompts. A batch that straddles two epochs
+    skips problems it already holds.
+    """
+    pool = sorted(problems, key=lambda p: p.problem_id)
+    n, k = len(pool), min(k, len(pool))
+    perms: dict[int, list[int]] = {}
+
+    def at(index: int) -> Problem:
+        epoch, pos = divmod(index, n)
+        if epoch not in perms:
+            perms[epoch] = random.Random(f"{seed}:epoch:{epoch}").sample(range(n), n)
+        return pool[perms[epoch][pos]]
+
+    chosen: dict[str, Problem] = {}
+    index = max(iteration - 1, 0) * k
+    while len(chosen) < k:
+        problem = at(index)
+        chosen.setdefault(problem.problem_id, problem)
+        index += 1
+    return list(chosen.values())
 
 
 def prompt_seeds(seed: int, iteration: int, keys: Sequence[str]) -> list[int]:

@@ -192,3 +192,20 @@ def test_advance_survives_a_restart_through_the_store(tmp_path):
         store.commit("sim", it)
     final = load_run_state(store, "sim")
     assert final.stages == {"p": 3} and final.checkpoint_uri == "/ckpt/6" and final.iteration == 7
+
+
+def test_sampling_revisits_every_problem_once_per_pass_over_the_pool():
+    """The curriculum can only move a problem it sees again: every problem comes back within each pass."""
+    from stepcoder.problems import Problem, TestSpec
+    from stepcoder.rollouts import sample_problems
+
+    pool = [Problem(f"p/{i}", "p", "s", "x = 1\n", TestSpec(kind="assert")) for i in range(37)]
+    k, n = 8, len(pool)
+    batches = {it: [p.problem_id for p in sample_problems(pool, k, 0, it)] for it in range(1, 30)}
+    assert all(len(b) == len(set(b)) == k for b in batches.values())
+    assert batches[3] == [p.problem_id for p in sample_problems(list(reversed(pool)), k, 0, 3)]  # deterministic
+    for epoch in range(5):  # the iterations whose windows touch pass `epoch` see every problem
+        its = [it for it in batches if (it - 1) * k < (epoch + 1) * n and it * k > epoch * n]
+        assert {pid for it in its for pid in batches[it]} == {p.problem_id for p in pool}
+    assert batches[1] != batches[6]  # a new order each pass
+    assert len(sample_problems(pool[:3], 8, 0, 1)) == 3
