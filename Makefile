@@ -14,14 +14,15 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup run test bench bench-exec bench-train bench-store bench-orchestration docker-engine runner-image \
-	clean-run help
+.PHONY: setup run test bench bench-exec bench-train bench-store bench-orchestration bench-learn bench-cleaning \
+	docker-engine runner-image clean-run help
 
 help:
 	@echo "make run [RUN=name] [ARGS='--set ppo.lr=1e-5']   one StepCoder iteration (continues run RUN)"
 	@echo "make test [PYTEST_ARGS=...]                        the test suite"
 	@echo "make setup                                         create .venv and install"
 	@echo "make bench                                         speed tables (exec, store, train, orchestration)"
+	@echo "make bench-learn                                   learning benchmark: StepCoder vs its ablations (hours)"
 	@echo "make server / make serve                           local Prefect API + the iterate deployment"
 
 $(STAMP): pyproject.toml
@@ -58,6 +59,16 @@ bench-train: setup
 
 bench-orchestration: setup
 	$(BIN)/python bench/orchestration.py
+
+# The learning benchmark (hours; resumable: re-run to continue). Each finished arm's results are committed.
+bench-learn: setup
+	$(BIN)/stepcoder model prepare smollm2-135m
+	$(BIN)/python bench/learn.py --commit $(ARGS)
+
+# Greedy MBPP-test pass@1 of the base model under the current and the legacy completion-cleaning rule.
+bench-cleaning: setup
+	$(BIN)/stepcoder model prepare smollm2-135m
+	$(BIN)/python bench/cleaning.py
 
 # The Docker execution backend: an engine (installs docker.io if missing; root) and the offline runner image.
 docker-engine:

@@ -17,7 +17,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "rollouts": 2,  # 2: r_exec, r_ast, r_dfg
     "test_results": 1,
     "curriculum": 1,
-    "train_metrics": 2,  # 2: logprob_gap
+    "train_metrics": 3,  # 2: logprob_gap; 3: critic_lr, explained_variance over the batch before the update
     "evals": 1,
     "iterations": 2,  # 2: time_eval_s
 }
@@ -102,7 +102,8 @@ TRAIN_METRICS = _schema(
     ("explained_variance", pa.float32()),
     ("grad_norm", pa.float32()),
     ("masked_fraction", pa.float32()),
-    ("lr", pa.float32()),
+    ("lr", pa.float32()),  # the actor's
+    ("critic_lr", pa.float32()),  # the value head's (and critic trunk's)
     ("logprob_gap", pa.float32()),  # mean |log π_vLLM − log π_trainer| over completion tokens
 )
 

@@ -1,0 +1,326 @@
+"""Does a run make a real model better? The learning benchmark: StepCoder and its ablations on SmolLM2-135M.
+
+    make bench-learn                 # every arm not finished yet, then the summary, table and figures
+    python bench/learn.py --arms stepcoder,vanilla --iterations 32 --eval-every 8
+
+Arms (the paper's ablations, one switch each; all share the base model, the training pool, the seeds and the
+generation budget = iterations × problems_per_iteration × n_samples):
+
+    stepcoder   CCCS + FGO          no-fgo   CCCS only          no-cccs   FGO only          vanilla   neither
+    ppocoder    PPOCoder's reward (unit tests + AST + data-flow match), no CCCS/FGO (opt-in: --arms ...,ppocoder)
+
+Held-out evaluation: greedy pass@1 on MBPP-test (500, never trained on) for the base model and every arm every
+``--eval-every`` iterations, with a 95 % Wilson interval; at the end HumanEval too. Arms are compared with the
+base and with each other by an exact McNemar test on the same problems and a paired bootstrap CI of the
+difference. No choice here is made on MBPP-test: the run config is ``infra/configs/learn.yaml``.
+
+Resumable: each arm is a run in one store under ``--work`` (default .stepcoder/bench-learn); a re-run continues
+unfinished arms from their last committed iteration. Each finished arm's results go to
+``bench/results/learn/summary.json`` (with ``--commit``, committed to git at once, without checkpoints), and a
+finished arm is never re-run. The figures (curves.png, curriculum.png) are redrawn from summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+CONFIG = REPO / "infra" / "configs" / "learn.yaml"
+RESULTS = REPO / "bench" / "results" / "learn"
+ARMS: dict[str, tuple[str, ...]] = {
+    "stepcoder": (),
+    "no-fgo": ("fgo.enabled=false",),
+    "no-cccs": ("curriculum.enabled=false",),
+    "vanilla": ("fgo.enabled=false", "curriculum.enabled=false"),
+    "ppocoder": ("reward.mode=ppocoder", "fgo.enabled=false", "curriculum.enabled=false"),
+}
+DEFAULT_ARMS = ("stepcoder", "no-fgo", "no-cccs", "vanilla")
+MAIN_EVAL, FINAL_EVALS = "mbpp-test", ("mbpp-test", "humaneval")
+EVAL_LIMIT: int | None = None
+
+
+def _overrides(arm: str, work: Path) -> list[str]:
+    return [*ARMS[arm], f"store={work / 'store'}", f"checkpoint_dir={work / 'checkpoints'}", "eval.every=0",
+            *EXTRA]
+
+
+EXTRA: list[str] = []  # --set overrides, for every arm (e.g. a smoke test's tiny model)
+
+
+def _config(arm: str, work: Path):
+    from stepcoder.config import load_config
+
+    return load_config(CONFIG, _overrides(arm, work), run_name=arm)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate_policy(cfg, policy_dir: str, split: str) -> dict:
+    """Greedy pass@1 of ``policy_dir`` on ``split``, with each problem's outcome (for the paired tests)."""
+    from stepcoder.datasets.splits import load_eval_split
+    from stepcoder.evaluation import evaluate
+    from stepcoder.evaluation.stats import wilson_interval
+    from stepcoder.execution import make_executor
+    from stepcoder.models import resolve_model
+    from stepcoder.prompts import chat_renderer
+    from tasks.generate import engine_for
+
+    engine = engine_for(cfg, str(resolve_model(cfg.model.path)), policy_dir)
+    chat = chat_renderer(engine.tokenizer, cfg.model.prompt_format)
+    problems = load_eval_split(split)[:EVAL_LIMIT]
+    e = cfg.execution
+    with make_executor("embedded", timeout_s=e.timeout_s, budget_s=e.budget_s, memory_mb=e.memory_mb,
+                       coverage=False) as executor:
+        result = evaluate(engine, executor, problems, eval_name=split, n=1, temperature=0.0,
+                          max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.generation.seed, chat_template=chat)
+    passed = [s.c > 0 for s in result.scores]
+    lo, hi = wilson_interval(sum(passed), len(passed))
+    return {"split": split, "pass@1": sum(passed) / len(passed), "ci95": [lo, hi], "problems": len(passed),
+            "solved": sum(passed), "problem_ids": [s.problem_id for s in result.scores], "passed": passed}
+
+
+def cached_eval(path: Path, run) -> dict:
+    """An evaluation is kept on disk once made: a resumed benchmark never evaluates a checkpoint twice."""
+    if path.exists():
+        return json.loads(path.read_text())
+    out = run()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
+# ---------------------------------------------------------------- one arm
+
+
+def committed_iterations(cfg) -> int:
+    from storage import open_store
+    from storage.run_state import load_run_state
+
+    return load_run_state(open_store(cfg.store), cfg.run_name).iteration - 1
+
+
+def latest_policy(cfg) -> str:
+    from storage import open_store
+    from storage.run_state import load_run_state
+
+    return str(Path(load_run_state(open_store(cfg.store), cfg.run_name).checkpoint_uri) / "policy")
+
+
+def run_arm(arm: str, work: Path, iterations: int, eval_every: int, started: float, plan: dict) -> dict:
+    """Train ``arm`` up to ``iterations`` (continuing from its store), evaluating every ``eval_every``."""
+    from flows.stepcoder_flow import stepcoder
+
+    cfg = _config(arm, work)
+    evals = {}
+    done = committed_iterations(cfg)
+    while done < iterations:
+        chunk = min(eval_every - done % eval_every, iterations - done)
+        t = time.perf_counter()
+        stepcoder(run_name=arm, config_path=str(CONFIG), overrides=_overrides(arm, work), iterations=chunk)
+        done = committed_iterations(cfg)
+        plan["iteration_s"].append((time.perf_counter() - t) / chunk)
+        _progress(arm, done, iterations, started, plan)
+        if done % eval_every == 0 or done == iterations:
+            evals[done] = cached_eval(work / "evals" / arm / f"{done}-{MAIN_EVAL}.json",
+                                      lambda: evaluate_policy(cfg, latest_policy(cfg), MAIN_EVAL))
+    for it in range(eval_every, iterations + 1, eval_every):  # evaluations of earlier sittings
+        path = work / "evals" / arm / f"{it}-{MAIN_EVAL}.json"
+        if it not in evals and path.exists():
+            evals[it] = json.loads(path.read_text())
+    finals = {split: cached_eval(work / "evals" / arm / f"{iterations}-{split}.json",
+                                 lambda s=split: evaluate_policy(cfg, latest_policy(cfg), s))
+              for split in FINAL_EVALS}
+    return arm_summary(cfg, arm, iterations, evals, finals)
+
+
+def _progress(arm: str, done: int, total: int, started: float, plan: dict) -> None:
+    per_it = sum(plan["iteration_s"]) / len(plan["iteration_s"])
+    remaining = (total - done) + plan["iterations_after"](arm)
+    elapsed = time.time() - started
+    print(f"[bench-learn] arm {arm}: iteration {done}/{total}, {per_it / 60:.1f} min/iteration, "
+          f"elapsed {elapsed / 3600:.2f} h, ETA all arms {remaining * per_it / 3600:.1f} h", flush=True)
+
+
+def arm_summary(cfg, arm: str, iterations: int, evals: dict[int, dict], finals: dict[str, dict]) -> dict:
+    """What the summary keeps of an arm: config, per-iteration curves from the store, evaluations."""
+    from storage import connect, run_sql
+
+    con = connect(cfg.store)
+    per_it = run_sql(con, """
+        SELECT i.iteration, i.pass_rate, i.reward_mean, i.num_rollouts,
+               epoch(i.finished_at - i.started_at) AS wall_s, m.kl_ref, m.explained_variance
+        FROM iterations i LEFT JOIN (
+            SELECT iteration, avg(kl_ref) AS kl_ref, avg(explained_variance) AS explained_variance
+            FROM train_metrics WHERE run = $run GROUP BY iteration) m USING (iteration)
+        WHERE i.run = $run ORDER BY i.iteration""", {"run": arm}).to_pylist()
+    cur = run_sql(con, """SELECT iteration, problem_id, stage_before, stage_after FROM curriculum
+                          WHERE run = $run AND NOT full_stage AND problem_id <> '__global__'
+                          ORDER BY iteration""", {"run": arm}).to_pylist()
+    return {
+        "arm": arm,
+        "overrides": list(ARMS[arm]),
+        "config": json.loads(cfg.to_json()),
+        "iterations": iterations,
+        "samples": sum(r["num_rollouts"] for r in per_it),
+        "wall_s": sum(r["wall_s"] or 0 for r in per_it),
+        "curves": per_it,
+        "curriculum_stages": stage_counts(cur, iterations),
+        "evals": {str(k): _strip(v) for k, v in sorted(evals.items())},
+        "final": {split: v for split, v in finals.items()},
+    }
+
+
+def stage_counts(rows: list[dict], iterations: int) -> list[dict]:
+    """Problems per CCCS stage after each iteration, over the problems seen so far (latest stage of each),
+    and how many moved on in that iteration."""
+    stage: dict[str, int] = {}
+    by_it: dict[int, list[dict]] = {}
+    for r in rows:
+        by_it.setdefault(r["iteration"], []).append(r)
+    out = []
+    for it in range(1, iterations + 1):
+        advanced = 0
+        for r in by_it.get(it, []):
+            advanced += r["stage_after"] > r["stage_before"]
+            stage[r["problem_id"]] = r["stage_after"]
+        counts: dict[int, int] = {}
+        for s in stage.values():
+            counts[s] = counts.get(s, 0) + 1
+        out.append({"iteration": it, "problems": len(stage), "advanced": advanced,
+                    "stages": {str(k): counts[k] for k in sorted(counts)}})
+    return out
+
+
+def _strip(e: dict) -> dict:
+    return {k: v for k, v in e.items() if k not in ("problem_ids", "passed")}
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def comparisons(base: dict, arms: dict[str, dict]) -> list[dict]:
+    """Paired tests on the final MBPP-test outcomes: every arm against the base, and the paper's order."""
+    from stepcoder.evaluation.stats import compare
+
+    finals = {"base": base, **{a: s["final"][MAIN_EVAL] for a, s in arms.items()}}
+    for name, e in finals.items():
+        if e["problem_ids"] != base["problem_ids"]:
+            raise ValueError(f"{name}: evaluated on other problems than the base")
+    pairs = [(a, "base") for a in arms]
+    order = [a for a in ("stepcoder", "no-fgo", "no-cccs", "vanilla") if a in arms]
+    pairs += list(zip(order, order[1:]))
+    return [{"a": a, "b": b, **compare(finals[a]["passed"], finals[b]["passed"])} for a, b in pairs]
+
+
+MODEL_NAMES = {"smollm2-135m": "SmolLM2-135M-Instruct"}
+
+
+def write_summary(work: Path, base: dict, arms: dict[str, dict], budget: dict, model: str) -> dict:
+    summary = {
+        "model": MODEL_NAMES.get(model, model),
+        "config": str(CONFIG.relative_to(REPO)) if CONFIG.is_relative_to(REPO) else str(CONFIG),
+        "extra_overrides": EXTRA,
+        "budget": budget,
+        "held_out": {"main": MAIN_EVAL, "final": list(FINAL_EVALS)},
+        "base": {MAIN_EVAL: _strip(base)},
+        "arms": arms,
+        "comparisons": comparisons(base, arms) if arms else [],
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    from learn_plots import plot_curriculum, plot_curves
+
+    plot_curves(summary, RESULTS / "curves.png")
+    if "stepcoder" in arms:
+        plot_curriculum(arms["stepcoder"], RESULTS / "curriculum.png")
+    print_table(summary)
+    return summary
+
+
+def _json_default(x):
+    return float(x) if hasattr(x, "__float__") else str(x)
+
+
+def _ci(e: dict) -> str:
+    return f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]"
+
+
+def print_table(summary: dict) -> None:
+    base = summary["base"][MAIN_EVAL]
+    print(f"\nHeld-out {MAIN_EVAL} greedy pass@1 (95 % Wilson CI); vs base: paired difference, exact McNemar p")
+    print(f"{'arm':<11} {'iters':>5} {'samples':>7} {'pass@1':>7} {'95% CI':>15} {'Δ vs base':>10} {'p':>7}")
+    print(f"{'base':<11} {0:>5} {0:>7} {base['pass@1']:>7.3f} {_ci(base):>15}")
+    vs_base = {c["a"]: c for c in summary["comparisons"] if c["b"] == "base"}
+    for arm, s in summary["arms"].items():
+        f, c = s["final"][MAIN_EVAL], vs_base[arm]
+        print(f"{arm:<11} {s['iterations']:>5} {s['samples']:>7} {f['pass@1']:>7.3f} {_ci(f):>15} "
+              f"{c['diff']:>+10.3f} {c['mcnemar_p']:>7.3f}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    global CONFIG, RESULTS, EVAL_LIMIT
+    ap = argparse.ArgumentParser(description="StepCoder learning benchmark (resumable)")
+    ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma list of {', '.join(ARMS)}")
+    ap.add_argument("--iterations", type=int, default=32, help="iterations per arm (the generation budget)")
+    ap.add_argument("--eval-every", type=int, default=8)
+    ap.add_argument("--work", type=Path, default=REPO / ".stepcoder" / "bench-learn")
+    ap.add_argument("--commit", action="store_true", help="git-commit bench/results/learn after each arm")
+    ap.add_argument("--config", type=Path, default=CONFIG, help="run config of every arm")
+    ap.add_argument("--set", action="append", default=[], help="override for every arm, e.g. model.path=tiny")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="where summary.json and the figures go")
+    ap.add_argument("--eval-limit", type=int, default=None, help="first N problems of each eval (smoke tests)")
+    args = ap.parse_args()
+    CONFIG, RESULTS, EVAL_LIMIT = args.config.resolve(), args.results.resolve(), args.eval_limit
+    EXTRA.extend(args.set)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        sys.exit(f"unknown arms {unknown}; valid: {', '.join(ARMS)}")
+    cfg = _config(arms[0], args.work)
+    per_iteration = cfg.data.problems_per_iteration * cfg.generation.n_samples
+    budget = {"iterations": args.iterations, "eval_every": args.eval_every,
+              "samples_per_iteration": per_iteration, "samples_per_arm": per_iteration * args.iterations,
+              "pool": cfg.data.subset, "problems_per_iteration": cfg.data.problems_per_iteration,
+              "n_samples": cfg.generation.n_samples}
+    print(f"[bench-learn] arms {arms}; {args.iterations} iterations × {per_iteration} samples = "
+          f"{budget['samples_per_arm']} samples per arm; evaluation on {MAIN_EVAL} every {args.eval_every}")
+    previous = json.loads((RESULTS / "summary.json").read_text()) if (RESULTS / "summary.json").exists() else {}
+    finished = {a: s for a, s in previous.get("arms", {}).items()
+                if s.get("iterations") == args.iterations and a in arms}
+    base = cached_eval(args.work / "evals" / "base" / f"{MAIN_EVAL}.json",
+                       lambda: evaluate_policy(cfg, str(_base_dir(cfg)), MAIN_EVAL))
+    print(f"[bench-learn] base {MAIN_EVAL} pass@1 {base['pass@1']:.3f} {_ci(base)}")
+    todo = [a for a in arms if a not in finished]
+    started = time.time()
+    plan = {"iteration_s": [], "iterations_after": lambda arm: args.iterations * (len(todo) - 1 - todo.index(arm))}
+    results = dict(finished)
+    write_summary(args.work, base, results, budget, cfg.model.path)
+    for arm in todo:
+        results[arm] = run_arm(arm, args.work, args.iterations, args.eval_every, started, plan)
+        write_summary(args.work, base, results, budget, cfg.model.path)
+        if args.commit:
+            subprocess.run(["git", "add", str(RESULTS)], cwd=REPO, check=True)
+            subprocess.run(["git", "commit", "-q", "-m", f"bench-learn: arm {arm} finished ({args.iterations} "
+                            f"iterations)", "--", str(RESULTS)], cwd=REPO, check=False)
+
+
+def _base_dir(cfg) -> Path:
+    from stepcoder.models import resolve_model
+
+    return resolve_model(cfg.model.path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The learning benchmark's machinery end to end on the tiny model: two arms, resumable, paired statistics.
+
+It proves the bookkeeping (arms, evaluations with per-problem outcomes, summary, figures, resume), not that
+anything learns: `make bench-learn` is where SmolLM2 is measured.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def _bench(tmp_path, model_cache, iterations):
+    cmd = [sys.executable, str(REPO / "bench" / "learn.py"), "--arms", "stepcoder,vanilla",
+           "--iterations", str(iterations), "--eval-every", "1", "--eval-limit", "12",
+           "--config", str(REPO / "infra" / "configs" / "tiny.yaml"), "--set", "data.subset=6",
+           "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
+    env = {**__import__("os").environ, "STEPCODER_CACHE": str(model_cache)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout, json.loads((tmp_path / "results" / "summary.json").read_text())
+
+
+def test_two_arms_resume_and_compare(tmp_path, tiny_model, model_cache):
+    first, s1 = _bench(tmp_path, model_cache, 1)
+    assert set(s1["arms"]) == {"stepcoder", "vanilla"}
+    assert "[bench-learn] arm stepcoder: iteration 1/1" in first and "ETA" in first
+    # a longer budget continues both arms from iteration 1 instead of starting over
+    second, s2 = _bench(tmp_path, model_cache, 2)
+    assert "iteration 2/2" in second and "iteration 1/2" not in second
+    for arm in ("stepcoder", "vanilla"):
+        a = s2["arms"][arm]
+        assert a["iterations"] == 2 and [r["iteration"] for r in a["curves"]] == [1, 2]
+        assert a["samples"] == 2 * 4 * 2  # iterations × problems × samples (tiny.yaml)
+        assert set(a["evals"]) == {"1", "2"} and a["final"]["mbpp-test"]["problems"] == 12
+        assert len(a["final"]["mbpp-test"]["passed"]) == 12 and "humaneval" in a["final"]
+        assert [r["iteration"] for r in a["curriculum_stages"]] == [1, 2]
+    assert s2["arms"]["vanilla"]["overrides"] == ["fgo.enabled=false", "curriculum.enabled=false"]
+    pairs = {(c["a"], c["b"]) for c in s2["comparisons"]}
+    assert pairs == {("stepcoder", "base"), ("vanilla", "base"), ("stepcoder", "vanilla")}
+    assert all(0.0 <= c["mcnemar_p"] <= 1.0 for c in s2["comparisons"])
+    assert (tmp_path / "results" / "curves.png").stat().st_size > 10_000
+    assert (tmp_path / "results" / "curriculum.png").exists()
+    # a finished budget is not re-run
+    third, _ = _bench(tmp_path, model_cache, 2)
+    assert "[bench-learn] arm " not in third
