@@ -152,6 +152,7 @@ def _progress(arm: str, done: int, total: int, started: float, plan: dict) -> No
 
 def arm_summary(cfg, arm: str, iterations: int, evals: dict[int, dict], finals: dict[str, dict]) -> dict:
     """What the summary keeps of an arm: config, per-iteration curves from the store, evaluations."""
+    from stepcoder.curriculum import stage_counts
     from storage import connect, run_sql
 
     con = connect(cfg.store)
@@ -162,9 +163,8 @@ def arm_summary(cfg, arm: str, iterations: int, evals: dict[int, dict], finals: 
             SELECT iteration, avg(kl_ref) AS kl_ref, avg(explained_variance) AS explained_variance
             FROM train_metrics WHERE run = $run GROUP BY iteration) m USING (iteration)
         WHERE i.run = $run ORDER BY i.iteration""", {"run": arm}).to_pylist()
-    cur = run_sql(con, """SELECT iteration, problem_id, stage_before, stage_after FROM curriculum
-                          WHERE run = $run AND NOT full_stage AND problem_id <> '__global__'
-                          ORDER BY iteration""", {"run": arm}).to_pylist()
+    cur = run_sql(con, """SELECT iteration, problem_id, stage_before, stage_after, full_stage FROM curriculum
+                          WHERE run = $run ORDER BY iteration""", {"run": arm}).to_pylist()
     return {
         "arm": arm,
         "overrides": list(ARMS[arm]),
@@ -173,31 +173,11 @@ def arm_summary(cfg, arm: str, iterations: int, evals: dict[int, dict], finals: 
         "samples": sum(r["num_rollouts"] for r in per_it),
         "wall_s": sum(r["wall_s"] or 0 for r in per_it),
         "curves": per_it,
-        "curriculum_stages": stage_counts(cur, iterations),
+        "curriculum_stages": [{**r, "stages": {str(k): v for k, v in r["stages"].items()}}
+                              for r in stage_counts(cur)],
         "evals": {str(k): _strip(v) for k, v in sorted(evals.items())},
         "final": {split: v for split, v in finals.items()},
     }
-
-
-def stage_counts(rows: list[dict], iterations: int) -> list[dict]:
-    """Problems per CCCS stage after each iteration, over the problems seen so far (latest stage of each),
-    and how many moved on in that iteration."""
-    stage: dict[str, int] = {}
-    by_it: dict[int, list[dict]] = {}
-    for r in rows:
-        by_it.setdefault(r["iteration"], []).append(r)
-    out = []
-    for it in range(1, iterations + 1):
-        advanced = 0
-        for r in by_it.get(it, []):
-            advanced += r["stage_after"] > r["stage_before"]
-            stage[r["problem_id"]] = r["stage_after"]
-        counts: dict[int, int] = {}
-        for s in stage.values():
-            counts[s] = counts.get(s, 0) + 1
-        out.append({"iteration": it, "problems": len(stage), "advanced": advanced,
-                    "stages": {str(k): counts[k] for k in sorted(counts)}})
-    return out
 
 
 def _strip(e: dict) -> dict:

@@ -16,7 +16,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.report_cmd import write_learning_curves
+from flows.report_cmd import curriculum_progress, write_learning_curves
 
 MAX_PROBLEM_ROWS = 25  # per-problem curriculum rows shown; the rest are counted (the store has them all)
 
@@ -124,6 +124,17 @@ def summary_markdown(summary: dict, curriculum: list[dict] | None = None) -> str
 
     if curriculum is not None:
         md += ["", "## Curriculum movement (CCCS)", ""] + _curriculum_section(curriculum)
+    progress = summary.get("curriculum_progress") or []
+    if progress:
+        stages = sorted({int(k) for r in progress for k in r["stages"]})
+        md += ["", "## Curriculum progress (whole run)",
+               "Problems seen so far at each stage after each iteration (latest iterations).", ""]
+        md.append(_table(
+            ["iteration", "advanced"] + [f"stage {k}" for k in stages],
+            [[r["iteration"], r["advanced"]] + [r["stages"].get(k, r["stages"].get(str(k), 0)) for k in stages]
+             for r in progress[-10:]],
+            right=tuple(range(len(stages) + 2)),
+        ))
 
     timings = summary.get("timings") or {}
     if timings:
@@ -159,6 +170,7 @@ def publish_report(summary: dict, curriculum: list[dict] | None = None) -> dict:
     summary = dict(summary)
     try:
         summary["learning_curves"] = write_learning_curves(summary["store"], summary["run"])
+        summary["curriculum_progress"] = curriculum_progress(summary["store"], summary["run"])
     except Exception as exc:  # noqa: BLE001 - reporting must not fail a committed iteration
         log.warning("learning curves not written (%s); `stepcoder report %s` redraws them", exc, summary["run"])
     artifact_id = create_markdown_artifact(

@@ -38,8 +38,16 @@ GROUP BY ALL ORDER BY ALL
 """
 
 
+# Each problem's stage after each iteration: the curriculum panel counts problems per stage.
+CURRICULUM_SQL = """
+SELECT iteration, problem_id, stage_before, stage_after, full_stage
+FROM curriculum WHERE run = $run ORDER BY iteration
+"""
+
+
 def learning_curve_rows(con, run: str) -> list[dict]:
     """Per-iteration rows for :func:`stepcoder.report.plot_learning_curves` from a store connection."""
+    from stepcoder.curriculum import stage_counts
     from storage import run_sql
 
     rows = run_sql(con, CURVES_SQL, {"run": run}).to_pylist()
@@ -47,7 +55,22 @@ def learning_curve_rows(con, run: str) -> list[dict]:
     for e in run_sql(con, EVALS_SQL, {"run": run}).to_pylist():
         if e["iteration"] in by_iteration:
             by_iteration[e["iteration"]].setdefault("evals", {})[e["name"]] = e["value"]
+    for c in stage_counts(run_sql(con, CURRICULUM_SQL, {"run": run}).to_pylist()):
+        if c["iteration"] in by_iteration:
+            by_iteration[c["iteration"]].update(stages=c["stages"], advanced=c["advanced"])
     return rows
+
+
+def curriculum_progress(store_url: str, run: str) -> list[dict]:
+    """Problems per CCCS stage after each committed iteration of ``run`` (see ``stage_counts``)."""
+    from stepcoder.curriculum import stage_counts
+    from storage import open_store, run_sql
+
+    con = open_store(store_url).connect()
+    try:
+        return stage_counts(run_sql(con, CURRICULUM_SQL, {"run": run}).to_pylist())
+    finally:
+        con.close()
 
 
 def curves_path(store, run: str) -> str:

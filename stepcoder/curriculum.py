@@ -188,3 +188,30 @@ def advance(
                      "pass_rate": passes / samples if samples else 0.0, "advanced": new_global != global_stage,
                      "full_stage": False})
     return rows
+
+
+def stage_counts(rows: list[dict]) -> list[dict]:
+    """Curriculum progress per iteration, from ``curriculum`` table rows (iteration, problem_id, stage_before,
+    stage_after, full_stage): problems per stage after each iteration, over the problems seen so far (each at
+    its latest stage), and how many moved on in that iteration. Practice rows and the global row are skipped.
+
+    Returns one ``{"iteration", "problems", "advanced", "stages": {stage: count}}`` per iteration present.
+    """
+    latest: dict[str, int] = {}
+    by_iteration: dict[int, list[dict]] = {}
+    for r in rows:
+        if r.get("full_stage") or r["problem_id"] == GLOBAL_KEY:
+            continue
+        by_iteration.setdefault(int(r["iteration"]), []).append(r)
+    out = []
+    for it in sorted(by_iteration):
+        advanced = 0
+        for r in by_iteration[it]:
+            advanced += r["stage_after"] > r["stage_before"]
+            latest[r["problem_id"]] = r["stage_after"]
+        counts: dict[int, int] = {}
+        for stage in latest.values():
+            counts[stage] = counts.get(stage, 0) + 1
+        out.append({"iteration": it, "problems": len(latest), "advanced": advanced,
+                    "stages": dict(sorted(counts.items()))})
+    return out

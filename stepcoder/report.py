@@ -23,8 +23,34 @@ def _finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def _curriculum_panel(ax, rows: list[dict]) -> None:
+    """Problems per CCCS stage after each iteration (stacked bars) and problems advanced (black line)."""
+    from matplotlib.ticker import MaxNLocator
+
+    staged = [r for r in rows if r.get("stages")]
+    ax.set_title("CCCS curriculum: problems per stage")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("problems seen (stage 0 = most help)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if not staged:
+        ax.text(0.5, 0.5, "no curriculum yet", ha="center", va="center", transform=ax.transAxes, color="gray")
+        return
+    its = [r["iteration"] for r in staged]
+    stages = sorted({int(k) for r in staged for k in r["stages"]})
+    bottom = [0] * len(staged)
+    for stage in stages:
+        heights = [r["stages"].get(stage, r["stages"].get(str(stage), 0)) for r in staged]
+        ax.bar(its, heights, bottom=bottom, label=f"stage {stage}", width=0.8)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.plot(its, [r.get("advanced", 0) for r in staged], color="black", marker="^", label="advanced this iteration")
+    ax.legend(loc="upper left", fontsize="small")
+    ax.grid(True, alpha=0.3)
+
+
 def plot_learning_curves(rows: list[dict], out_png: str | Path | BinaryIO, title: str | None = None):
-    """Write a 3-panel PNG (1500×450 px) of ``pass_rate``, ``reward_mean`` and ``kl_ref`` per ``iteration``.
+    """Write a 4-panel PNG (2000×450 px) of ``pass_rate``, ``reward_mean``, ``kl_ref`` and the curriculum per
+    ``iteration`` (``stages``: {stage: problems at it}, ``advanced``: problems moved on; see
+    :func:`stepcoder.curriculum.stage_counts`).
 
     ``rows``: one dict per iteration with ``iteration``, ``pass_rate``, ``reward_mean``, ``kl_ref`` (missing or
     NaN values leave a gap) and optionally ``evals``, a ``{name: value}`` mapping of evaluation pass rates drawn
@@ -37,9 +63,9 @@ object (e.g. an fsspec file on S3). Returns ``out_png``.
     from matplotlib.ticker import MaxNLocator
 
     rows = sorted(rows, key=lambda r: r["iteration"])
-    fig = Figure(figsize=(15, 4.5), dpi=100, layout="constrained")
+    fig = Figure(figsize=(20, 4.5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(PANELS))
+    axes = fig.subplots(1, len(PANELS) + 1)
     for ax, (key, panel_title, ylabel) in zip(axes, PANELS):
         points = [(r["iteration"], r[key]) for r in rows if _finite(r.get(key))]
         if points:
@@ -68,6 +94,7 @@ object (e.g. an fsspec file on S3). Returns ``out_png``.
         pass_ax.legend(loc="best", fontsize="small")
     reward_ax = axes[1]
     reward_ax.axhline(0.0, color="gray", linewidth=0.8)
+    _curriculum_panel(axes[-1], rows)
     if rows:
         last = rows[-1]
         fig.suptitle(

@@ -78,6 +78,13 @@ def test_summary_markdown_has_every_section_with_the_numbers(summary):
     assert "1 of 2 problems advanced" in cur
     assert "| 0 | 1 | 1 |" in cur and "| 1 | 1 | 1 |" in cur  # stage before → after counts
     assert cur.index("mbpp/11") < cur.index("mbpp/12")  # advanced problems first
+    assert "Curriculum progress" not in md  # only when the run's progress was read from the store
+    progress = summary_markdown({**summary, "curriculum_progress": [
+        {"iteration": 2, "problems": 2, "advanced": 0, "stages": {0: 2}},
+        {"iteration": 3, "problems": 3, "advanced": 1, "stages": {0: 2, 1: 1}}]}, CURRICULUM)
+    table = _section(progress, "Curriculum progress (whole run)")
+    assert "| iteration | advanced | stage 0 | stage 1 |" in table
+    assert "| 2 | 0 | 2 | 0 |" in table and "| 3 | 1 | 2 | 1 |" in table
     timings = _section(md, "Phase timings")
     assert "| train | 11.5 | 57% |" in timings and "| **total** | **20.0** |" in timings
     assert "checkpoint: `/tmp/ckpt/My_Run.2/iter-000003`" in md
@@ -139,7 +146,7 @@ ROWS = [
 def test_learning_curves_png_has_the_expected_size_and_content(tmp_path):
     out = plot_learning_curves(ROWS, tmp_path / "runs" / "r" / "learning_curves.png", title="run r")
     data = out.read_bytes()
-    assert _png_size(data) == (1500, 450)
+    assert _png_size(data) == (2000, 450)
     assert len(data) > 20_000  # three panels with axes, lines and text, not a blank canvas
     assert _pixels_of(out, "tab:blue") > 1_000  # the three train curves
     assert _pixels_of(out, "tab:orange") > 100  # the eval curve on the pass-rate panel
@@ -148,7 +155,7 @@ def test_learning_curves_png_has_the_expected_size_and_content(tmp_path):
 def test_learning_curves_with_no_rows_or_one_row(tmp_path):
     empty = plot_learning_curves([], tmp_path / "empty.png")
     one = plot_learning_curves(ROWS[:1], tmp_path / "one.png")
-    assert _png_size(empty.read_bytes()) == _png_size(one.read_bytes()) == (1500, 450)
+    assert _png_size(empty.read_bytes()) == _png_size(one.read_bytes()) == (2000, 450)
     # One point still draws a marker per panel; no data draws none.
     assert _pixels_of(one, "tab:blue") > 3 * 50 and _pixels_of(empty, "tab:blue") == 0
 
@@ -158,7 +165,7 @@ def test_learning_curves_to_a_file_object():
 
     buf = io.BytesIO()
     plot_learning_curves(ROWS, buf)
-    assert _png_size(buf.getvalue()) == (1500, 450)
+    assert _png_size(buf.getvalue()) == (2000, 450)
 
 
 def test_learning_curves_are_written_into_the_run_store_and_regenerated(tmp_path):
@@ -177,6 +184,9 @@ def test_learning_curves_are_written_into_the_run_store_and_regenerated(tmp_path
                                                                                          "kl_ref": 0.03 * it}])
         store.stage("r", it, "evals", [{"eval_name": "humaneval", "dataset": "humaneval", "metric": "pass@1",
                                         "value": 0.05 * it}])
+        store.stage("r", it, "curriculum", [  # p1 advances in iteration 2; p2 is seen only in iteration 1
+            {"problem_id": "p1", "stage_before": it - 1, "stage_after": it - 1 + (it == 2), "full_stage": False},
+            *([{"problem_id": "p2", "stage_before": 0, "stage_after": 0, "full_stage": False}] if it == 1 else [])])
         store.commit("r", it)
     store.stage("r", 3, "iterations", [{"pass_rate": 0.9}])  # staged, never committed: not plotted
 
@@ -186,10 +196,11 @@ def test_learning_curves_are_written_into_the_run_store_and_regenerated(tmp_path
     assert [(r["iteration"], round(r["pass_rate"], 3), round(r["kl_ref"], 3)) for r in rows] == [
         (1, 0.1, 0.02), (2, 0.3, 0.04)]
     assert rows[1]["evals"] == {"humaneval/pass@1": pytest.approx(0.1)}
+    assert [(r["stages"], r["advanced"]) for r in rows] == [({0: 2}, 0), ({0: 1, 2: 1}, 1)]
 
     out = write_learning_curves(str(tmp_path / "store"), "r")
     assert out == str(tmp_path / "store" / "runs" / "r" / "learning_curves.png")
-    assert _png_size(open(out, "rb").read()) == (1500, 450)
+    assert _png_size(open(out, "rb").read()) == (2000, 450)
     assert not list((tmp_path / "store" / "runs" / "r").glob("*.tmp"))
     with pytest.raises(LookupError, match="runs: r"):
         write_learning_curves(str(tmp_path / "store"), "nope")
@@ -232,4 +243,4 @@ def test_learning_curves_go_into_an_s3_store(s3_server, monkeypatch):
     store.commit("r", 1)
     assert write_learning_curves(url, "r") == f"{url}/runs/r/learning_curves.png"
     fs = s3fs.S3FileSystem(**s3_server.storage_options, skip_instance_cache=True)
-    assert _png_size(fs.cat(f"{url}/runs/r/learning_curves.png")) == (1500, 450)
+    assert _png_size(fs.cat(f"{url}/runs/r/learning_curves.png")) == (2000, 450)

@@ -209,3 +209,22 @@ def test_sampling_revisits_every_problem_once_per_pass_over_the_pool():
         assert {pid for it in its for pid in batches[it]} == {p.problem_id for p in pool}
     assert batches[1] != batches[6]  # a new order each pass
     assert len(sample_problems(pool[:3], 8, 0, 1)) == 3
+
+
+def test_stage_counts_per_iteration_hand_computed():
+    from stepcoder.curriculum import stage_counts
+
+    rows = [
+        {"iteration": 1, "problem_id": "a", "stage_before": 0, "stage_after": 1, "full_stage": False},
+        {"iteration": 1, "problem_id": "b", "stage_before": 0, "stage_after": 0, "full_stage": False},
+        {"iteration": 1, "problem_id": "c", "stage_before": 0, "stage_after": 0, "full_stage": True},  # practice
+        {"iteration": 2, "problem_id": "a", "stage_before": 1, "stage_after": 2, "full_stage": False},
+        {"iteration": 2, "problem_id": GLOBAL_KEY, "stage_before": 0, "stage_after": 1, "full_stage": False},
+        {"iteration": 3, "problem_id": "b", "stage_before": 0, "stage_after": 1, "full_stage": False},
+    ]
+    assert stage_counts(rows) == [
+        {"iteration": 1, "problems": 2, "advanced": 1, "stages": {0: 1, 1: 1}},
+        {"iteration": 2, "problems": 2, "advanced": 1, "stages": {0: 1, 2: 1}},
+        {"iteration": 3, "problems": 2, "advanced": 1, "stages": {1: 1, 2: 1}},
+    ]
+    assert stage_counts(list(reversed(rows))) == stage_counts(rows)  # order of rows does not matter
