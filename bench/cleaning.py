@@ -14,7 +14,6 @@ lines and broken assignments were cut away, and broken code could pass).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import time
@@ -22,34 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stepcoder.completion import _FENCE, to_program  # noqa: E402
+from stepcoder.completion import _parses, fenced_slice, to_program  # noqa: E402
 from stepcoder.datasets import load_problems  # noqa: E402
 from stepcoder.evaluation import evaluate_programs  # noqa: E402
 from stepcoder.execution import make_executor  # noqa: E402
 
 
-def _parses(src: str) -> bool:
-    try:
-        ast.parse(src)
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
 def legacy_program(prefix: str, completion: str) -> str:
     """The cleaning rule as it was before the RL-core fixes (kept here only to measure the difference)."""
-    lines = completion.splitlines(keepends=True)
-    offsets, pos = [], 0
-    for line in lines:
-        offsets.append(pos)
-        pos += len(line)
-    start, end = 0, len(completion)
-    if lines and _FENCE.match(lines[0]):
-        start = offsets[1] if len(lines) > 1 else end
-    for line, offset in zip(lines, offsets):
-        if offset >= start and offset > 0 and _FENCE.match(line):
-            end = offset
-            break
+    start, end = fenced_slice(completion)  # rules 1 and 2 are unchanged
     if not _parses(prefix + completion[start:end]):
         offset = start
         for line in completion[start:end].splitlines(keepends=True):

@@ -71,7 +71,9 @@ def is_prose(line: str) -> bool:
     return bool(match) and match.group(1) not in _CODE_WORDS and not _parses(text)
 
 
-def to_program(prefix: str, completion: str) -> Program:
+def fenced_slice(completion: str) -> tuple[int, int]:
+    """Rules 1 and 2: the (start, end) of the completion once a leading fence line is dropped and the text is
+    cut at the next fence line."""
     start, end = 0, len(completion)
     lines = completion.splitlines(keepends=True)
     offsets = _line_offsets(completion)
@@ -81,6 +83,11 @@ def to_program(prefix: str, completion: str) -> Program:
         if offset >= start and offset > 0 and _FENCE.match(line):
             end = offset
             break
+    return start, end
+
+
+def to_program(prefix: str, completion: str) -> Program:
+    start, end = fenced_slice(completion)
     if not _parses(prefix + completion[start:end]):
         end = _cut_trailing_prose(prefix, completion, start, end)
     return Program(prefix + completion[start:end], len(prefix), start, end)

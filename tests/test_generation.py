@@ -17,6 +17,17 @@ def generator(tiny_model):
     return make_generator("vllm", str(tiny_model), dtype="float32", max_model_len=256, seed=0)
 
 
+def _rollout_table(comps) -> pa.Table:
+    """Completions as the rollout columns the trainer reads (all tokens counted, reward 0)."""
+    return pa.table({
+        "prompt_ids": pa.array([c.prompt_ids for c in comps], pa.list_(pa.int32())),
+        "completion_ids": pa.array([c.completion_ids for c in comps], pa.list_(pa.int32())),
+        "fgo_mask": pa.array([[1] * len(c.completion_ids) for c in comps], pa.list_(pa.uint8())),
+        "old_logprobs": pa.array([c.logprobs for c in comps], pa.list_(pa.float32())),
+        "reward": pa.array([0.0] * len(comps), pa.float32()),
+    })
+
+
 def test_completions_keep_ids_logprobs_and_spans(generator):
     comps = generator.generate(["def f(x):\n", "x = "], n=3, temperature=0.8, top_p=1.0, max_new_tokens=12, seed=3)
     assert [(c.prompt_index, c.sample_index) for c in comps] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
@@ -36,13 +47,7 @@ def test_vllm_logprobs_match_the_trainers_recompute(generator, tiny_model, tempe
 
     comps = generator.generate(["def f(x):\n", "# add\n"], n=4, temperature=temperature, top_p=1.0,
                                max_new_tokens=10, seed=5)
-    table = pa.table({
-        "prompt_ids": pa.array([c.prompt_ids for c in comps], pa.list_(pa.int32())),
-        "completion_ids": pa.array([c.completion_ids for c in comps], pa.list_(pa.int32())),
-        "fgo_mask": pa.array([[1] * len(c.completion_ids) for c in comps], pa.list_(pa.uint8())),
-        "old_logprobs": pa.array([c.logprobs for c in comps], pa.list_(pa.float32())),
-        "reward": pa.array([0.0] * len(comps), pa.float32()),
-    })
+    table = _rollout_table(comps)
     ds = json.loads(resolve_repo_path("infra/deepspeed/zero0_fp32.json").read_text())
     trainer = PPOTrainer(tiny_model, tiny_model, ds, PPOHyper.of(temperature=temperature, micro_batch_size=4,
                                                                minibatch_size=4))
@@ -81,13 +86,7 @@ def test_reload_drops_kv_blocks_cached_with_the_old_weights(generator, tiny_mode
         comps = generator.generate([prompt], **sample)
     finally:
         generator.reload_weights(str(tiny_model))
-    table = pa.table({
-        "prompt_ids": pa.array([c.prompt_ids for c in comps], pa.list_(pa.int32())),
-        "completion_ids": pa.array([c.completion_ids for c in comps], pa.list_(pa.int32())),
-        "fgo_mask": pa.array([[1] * len(c.completion_ids) for c in comps], pa.list_(pa.uint8())),
-        "old_logprobs": pa.array([c.logprobs for c in comps], pa.list_(pa.float32())),
-        "reward": pa.array([0.0] * len(comps), pa.float32()),
-    })
+    table = _rollout_table(comps)
     assert len(comps[0].prompt_ids) > 100
     ds = json.loads(resolve_repo_path("infra/deepspeed/zero0_fp32.json").read_text())
     trainer = PPOTrainer(new, new, ds, PPOHyper.of(micro_batch_size=2, minibatch_size=2))
