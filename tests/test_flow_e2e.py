@@ -44,7 +44,12 @@ def test_both_iterations_commit_every_table(two_iterations):
     for row in rollouts.to_pylist():
         assert len(row["fgo_mask"]) == len(row["completion_ids"]) == len(row["old_logprobs"]) > 0
         assert row["reward"] == pytest.approx(DEFAULT_REWARDS[row["outcome"]])
-        assert row["program"].startswith(row["prompt"].split("\n")[-1])  # prefix + completion
+        # program = the prompt's stage prefix + the kept slice of the completion
+        program, prompt = row["program"], row["prompt"]
+        k = next(k for k in range(len(program), -1, -1) if prompt.endswith(program[:k]))
+        assert program[k:] in row["completion"]
+        # FGO on real model output: the last token (stop / EOS / length cut) always trains, no mask is all zero
+        assert row["fgo_mask"][-1] == 1 and any(row["fgo_mask"])
     tests = store.read("test_results", run="e2e")
     assert tests.num_rows == sum(r["tests_total"] for r in rollouts.to_pylist() if r["outcome"] != "compile_error")
     assert store.read("train_metrics", run="e2e").num_rows > 0

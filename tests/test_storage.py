@@ -600,14 +600,15 @@ def doc_queries() -> list[str]:
     return [q.strip() for q in re.findall(r"```sql\n(.*?)```", text, flags=re.S)]
 
 
-def test_docs_has_five_queries():
-    assert len(doc_queries()) == 5
+def test_docs_has_seven_queries():
+    assert len(doc_queries()) == 7
 
 
 def test_doc_queries_run_and_give_sane_rows(store):
     synthetic_history(store)
     con = store.connect()
-    q_pass, q_stuck, q_masked, q_slow, q_reward = (run_sql(con, q).to_pylist() for q in doc_queries())
+    q_pass, q_stuck, q_masked, q_slow, q_reward, q_fgo, q_stages = (run_sql(con, q).to_pylist()
+                                                                    for q in doc_queries())
 
     # 1. pass rate by iteration and stage
     by_key = {(r["iteration"], r["stage"]): r for r in q_pass}
@@ -628,6 +629,13 @@ def test_doc_queries_run_and_give_sane_rows(store):
     # 5. reward distribution of mbpp/2: counts per reward add up to its 12 samples
     assert sum(r["n"] for r in q_reward) == 12
     assert sorted({round(r["reward"], 4) for r in q_reward}) == [-0.3, 1.0]
+    # 6. FGO health: no all-zero mask; the synthetic failing samples mask their last `it` tokens, last one too
+    assert [(r["iteration"], r["all_zero_masks"], r["last_token_masked"]) for r in q_fgo] == [
+        (it, 0, fails[it]) for it in (1, 2, 3)]
+    assert [r["masked_fraction"] for r in q_fgo] == pytest.approx([fails[it] * it / 96 for it in (1, 2, 3)])
+    # 7. problems per stage after each iteration (mbpp/1 stays at 0; mbpp/2 0 → 1 → 2; mbpp/3 1 → 2)
+    assert [(r["iteration"], r["stage"], r["problems"]) for r in q_stages] == [
+        (1, 0, 1), (1, 1, 1), (1, 2, 1), (2, 0, 1), (2, 2, 2), (3, 0, 1), (3, 2, 2)]
 
 
 def test_run_state_reads_back_from_history(store):
