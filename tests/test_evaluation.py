@@ -200,7 +200,7 @@ def test_evaluate_through_prompts_and_programs(ex, validated):
     program path with a generator that writes the canonical continuation."""
     problems = [p for p in validated if p.dataset in ("mbpp", "humaneval")]
     gen = CanonicalGenerator(problems)
-    assert all(prompt.endswith(p.starter_code) for prompt, p in zip(gen.prompts, problems))
+    assert all(prompt.endswith(p.starter_code.rstrip()) for prompt, p in zip(gen.prompts, problems))
     result = evaluate(gen, ex, problems, eval_name="greedy-canonical", checkpoint_uri="base")
     assert result.mode == "greedy" and result.metrics()["greedy/pass@1"] == 1.0
     assert gen.calls == [dict(n=1, temperature=0.0, stop=None, prompts=len(problems))]

@@ -35,8 +35,9 @@ def test_mean_reward_rises_through_the_real_reload_path(tiny_model, tmp_path):
 
     generator = make_generator("vllm", str(tiny_model), dtype="float32", max_model_len=256, seed=0)
     ds = json.loads(resolve_repo_path("infra/deepspeed/zero0_fp32.json").read_text())
-    hp = PPOHyper.of(lr=5e-3, epochs=4, minibatch_size=32, micro_batch_size=32, kl_coef=0.02, vf_coef=0.5,
-                  gamma=1.0, gae_lambda=0.95, temperature=1.0)
+    # The value head learns at the actor's rate here, as it did before it had a rate of its own.
+    hp = PPOHyper.of(lr=5e-3, critic_lr=5e-3, epochs=4, minibatch_size=32, micro_batch_size=32, kl_coef=0.02,
+                     vf_coef=0.5, gamma=1.0, gae_lambda=0.95, temperature=1.0)
     trainer = PPOTrainer(tiny_model, tiny_model, ds, hp)
     pad = generator.tokenizer.pad_token_id
     curve, kls = [], []

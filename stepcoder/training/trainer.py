@@ -245,8 +245,7 @@ class PPOTrainer:
         return float(torch.stack(grads).norm()) if grads else 0.0
 
     def _flush_partial_window(self, micro_steps_done: int) -> None:
-        window = self.hp.minibatch_size // self.hp.micro_batch_size
-        for _ in range(window - micro_steps_done):
+        for _ in range(self._window - micro_steps_done):
             dummy = sum(p.sum() * 0.0 for p in self.engine.module.value_head.parameters())
             self.engine.backward(dummy)
             self.engine.step()
