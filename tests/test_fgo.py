@@ -150,7 +150,6 @@ def test_fgo_mask_token_by_token_default_tokenizer(smollm2_tokenizer, executed):
 def test_a_program_killed_mid_test_keeps_every_token():
     """The test a program dies in never reports its lines. Masking by the lines that did report would zero
     exactly the code that killed it; FGO keeps every token instead."""
-    from stepcoder.curriculum import stage_prefix
     from stepcoder.generation.types import Completion
     from stepcoder.problems import Problem
     from stepcoder.rewards import DEFAULT_REWARDS
