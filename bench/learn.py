@@ -192,9 +192,9 @@ def comparisons(base: dict, arms: dict[str, dict]) -> list[dict]:
     """Paired tests on the final MBPP-test outcomes: every arm against the base, and the paper's order."""
     from stepcoder.evaluation.stats import compare
 
-    finals = {"base": base, **{a: s["final"][MAIN_EVAL] for a, s in arms.items()}}
+    finals = {"base": base[MAIN_EVAL], **{a: s["final"][MAIN_EVAL] for a, s in arms.items()}}
     for name, e in finals.items():
-        if e["problem_ids"] != base["problem_ids"]:
+        if e["problem_ids"] != finals["base"]["problem_ids"]:
             raise ValueError(f"{name}: evaluated on other problems than the base")
     pairs = [(a, "base") for a in arms]
     order = [a for a in ("stepcoder", "no-fgo", "no-cccs", "vanilla") if a in arms]
@@ -212,7 +212,7 @@ def write_summary(work: Path, base: dict, arms: dict[str, dict], budget: dict, m
         "extra_overrides": EXTRA,
         "budget": budget,
         "held_out": {"main": MAIN_EVAL, "final": list(FINAL_EVALS)},
-        "base": {MAIN_EVAL: _strip(base)},
+        "base": base,
         "arms": arms,
         "comparisons": comparisons(base, arms) if arms else [],
     }
@@ -237,14 +237,21 @@ def _ci(e: dict) -> str:
 
 def print_table(summary: dict) -> None:
     base = summary["base"][MAIN_EVAL]
+    he = "humaneval"
     print(f"\nHeld-out {MAIN_EVAL} greedy pass@1 (95 % Wilson CI); vs base: paired difference, exact McNemar p")
-    print(f"{'arm':<11} {'iters':>5} {'samples':>7} {'pass@1':>7} {'95% CI':>15} {'Δ vs base':>10} {'p':>7}")
-    print(f"{'base':<11} {0:>5} {0:>7} {base['pass@1']:>7.3f} {_ci(base):>15}")
+    print(f"{'arm':<11} {'iters':>5} {'samples':>7} {'pass@1':>7} {'95% CI':>15} {'Δ vs base':>10} {'p':>7} "
+          f"{'HumanEval':>9}")
+
+    def _he(e: dict) -> str:
+        return f"{e[he]['pass@1']:>9.3f}" if he in e else f"{'-':>9}"
+
+    print(f"{'base':<11} {0:>5} {0:>7} {base['pass@1']:>7.3f} {_ci(base):>15} {'':>10} {'':>7} "
+          f"{_he(summary['base'])}")
     vs_base = {c["a"]: c for c in summary["comparisons"] if c["b"] == "base"}
     for arm, s in summary["arms"].items():
         f, c = s["final"][MAIN_EVAL], vs_base[arm]
         print(f"{arm:<11} {s['iterations']:>5} {s['samples']:>7} {f['pass@1']:>7.3f} {_ci(f):>15} "
-              f"{c['diff']:>+10.3f} {c['mcnemar_p']:>7.3f}")
+              f"{c['diff']:>+10.3f} {c['mcnemar_p']:>7.3f} {_he(s['final'])}")
 
 
 # ---------------------------------------------------------------- main
@@ -280,9 +287,14 @@ def main() -> None:
     previous = json.loads((RESULTS / "summary.json").read_text()) if (RESULTS / "summary.json").exists() else {}
     finished = {a: s for a, s in previous.get("arms", {}).items()
                 if s.get("iterations") == args.iterations and a in arms}
-    base = cached_eval(args.work / "evals" / "base" / f"{MAIN_EVAL}.json",
-                       lambda: evaluate_policy(cfg, str(_base_dir(cfg)), MAIN_EVAL))
-    print(f"[bench-learn] base {MAIN_EVAL} pass@1 {base['pass@1']:.3f} {_ci(base)}")
+    # The base model's evaluations (with each problem's outcome) are kept in summary.json: a later sitting on
+    # another machine reuses them instead of evaluating the same weights again.
+    base = {split: _kept_base(previous, split) or cached_eval(
+                args.work / "evals" / "base" / f"{split}.json",
+                lambda s=split: evaluate_policy(cfg, str(_base_dir(cfg)), s))
+            for split in FINAL_EVALS}
+    for split, e in base.items():
+        print(f"[bench-learn] base {split} pass@1 {e['pass@1']:.3f} {_ci(e)}")
     todo = [a for a in arms if a not in finished]
     started = time.time()
     plan = {"iteration_s": [], "iterations_after": lambda arm: args.iterations * (len(todo) - 1 - todo.index(arm))}
@@ -295,6 +307,13 @@ def main() -> None:
             subprocess.run(["git", "add", str(RESULTS)], cwd=REPO, check=True)
             subprocess.run(["git", "commit", "-q", "-m", f"bench-learn: arm {arm} finished ({args.iterations} "
                             f"iterations)", "--", str(RESULTS)], cwd=REPO, check=False)
+
+
+def _kept_base(previous: dict, split: str) -> dict | None:
+    kept = previous.get("base", {}).get(split)
+    if kept and "passed" in kept and EVAL_LIMIT is None and previous.get("model") and kept["problems"] > 0:
+        return kept
+    return None
 
 
 def _base_dir(cfg) -> Path:

@@ -33,23 +33,27 @@ CONFIGS = [
 ]
 
 
-def make_batch(vocab: int, b: int, p: int, c: int, seed: int = 0):
+def make_batch(vocab: int, b: int, p: int, c: str, seed: int = 0):
+    """``c`` is a completion length ("96") or a range ("16:256": each row's drawn uniformly, as real rollouts
+    vary, which makes every micro-batch a new shape)."""
     g = torch.Generator().manual_seed(seed)
+    lo, _, hi = c.partition(":")
+    lens = [int(lo) if not hi else int(torch.randint(int(lo), int(hi) + 1, (1,), generator=g)) for _ in range(b)]
     table = pa.table({
         "prompt_ids": pa.array([torch.randint(5, vocab, (p,), generator=g).tolist() for _ in range(b)],
                                pa.list_(pa.int32())),
-        "completion_ids": pa.array([torch.randint(5, vocab, (c,), generator=g).tolist() for _ in range(b)],
+        "completion_ids": pa.array([torch.randint(5, vocab, (n,), generator=g).tolist() for n in lens],
                                    pa.list_(pa.int32())),
-        "fgo_mask": pa.array([[1] * c for _ in range(b)], pa.list_(pa.uint8())),
-        "old_logprobs": pa.array([[-2.0] * c for _ in range(b)], pa.list_(pa.float32())),
+        "fgo_mask": pa.array([[1] * n for n in lens], pa.list_(pa.uint8())),
+        "old_logprobs": pa.array([[-2.0] * n for n in lens], pa.list_(pa.float32())),
         "reward": pa.array([1.0 if i % 2 else -0.3 for i in range(b)], pa.float32()),
     })
     return batch_from_arrow(table, pad_token_id=0)
 
 
-def time_config(model_dir: Path, engine: str, ds_file: str, batch, repeats: int, micro: int) -> float:
+def time_config(model_dir: Path, engine: str, ds_file: str, batch, repeats: int, micro: int, mb: int) -> float:
     ds = json.loads(resolve_repo_path(ds_file).read_text())
-    hp = PPOHyper.of(lr=1e-6, epochs=1, minibatch_size=len(batch), micro_batch_size=micro, engine=engine)
+    hp = PPOHyper.of(lr=1e-6, epochs=1, minibatch_size=mb or len(batch), micro_batch_size=micro, engine=engine)
     trainer = PPOTrainer(model_dir, model_dir, ds, hp)
     trainer.step(batch)  # warm-up
     times = []
@@ -66,8 +70,10 @@ def main() -> None:
     ap.add_argument("--models", default="tiny,smollm2-135m")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--micro", type=int, default=4)
+    ap.add_argument("--minibatch", type=int, default=0, help="rows per optimizer step (default: the batch)")
+    ap.add_argument("--configs", default=",".join(c[0] for c in CONFIGS))
     ap.add_argument("--prompt-len", type=int, default=160)
-    ap.add_argument("--completion-len", type=int, default=96)
+    ap.add_argument("--completion-len", default="96", help="a length, or lo:hi for lengths drawn per row")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     rows = []
@@ -75,8 +81,8 @@ def main() -> None:
         model_dir = resolve_model(name)
         vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
         batch = make_batch(vocab, args.batch, args.prompt_len, args.completion_len)
-        secs = {label: time_config(model_dir, engine, ds, batch, args.repeats, args.micro)
-                for label, engine, ds in CONFIGS}
+        secs = {label: time_config(model_dir, engine, ds, batch, args.repeats, args.micro, args.minibatch)
+                if label in args.configs.split(",") else float("nan") for label, engine, ds in CONFIGS}
         rows.append((name, secs))
     print(f"\nPPO step, batch {args.batch} × ({args.prompt_len} prompt + {args.completion_len} completion) tokens, "
           f"micro-batch {args.micro}, median of {args.repeats}")

@@ -233,3 +233,30 @@ def test_critic_has_its_own_learning_rate(tiny_model, batch):
     trainer.close()
     assert head_moved > 100 * lm_moved > 0  # Adam's first steps move each weight by about its lr
     assert metrics[0]["critic_lr"] == 1e-2 and metrics[0]["lr"] == 1e-6
+
+
+def test_rows_are_ordered_longest_first_and_ties_keep_their_order():
+    from stepcoder.training.batch import by_length
+
+    lengths = torch.tensor([3, 9, 5, 9, 1])
+    assert by_length(torch.tensor([0, 1, 2, 3, 4]), lengths).tolist() == [1, 3, 2, 0, 4]
+    assert by_length(torch.tensor([4, 2, 0]), lengths).tolist() == [2, 0, 4]
+
+
+def test_experience_scored_in_length_sorted_micro_batches_comes_back_in_row_order(tiny_model, uneven_batch):
+    """Scoring sorts rows by length to pad less; every per-token tensor must still line up with its own row."""
+    from stepcoder.training.trainer import PPOHyper, PPOTrainer
+
+    exps = {}
+    for micro in (1, 2):
+        trainer = PPOTrainer(tiny_model, tiny_model, DS_CONFIG,
+                             PPOHyper.of(minibatch_size=4, micro_batch_size=micro, engine="torch"))
+        exps[micro] = trainer._experience(uneven_batch)
+        trainer.close()
+    mask = uneven_batch.action_mask.bool()
+    for name in ("old_logprobs", "old_values", "ref_logprobs", "advantages", "returns"):
+        one, two = getattr(exps[1], name), getattr(exps[2], name)
+        torch.testing.assert_close(one[mask], two[mask], atol=1e-5, rtol=1e-4, msg=name)
+    # and row order was really changed by the sort (row 1 is the longest)
+    from stepcoder.training.batch import by_length
+    assert by_length(torch.arange(4), uneven_batch.attention_mask.sum(dim=1)).tolist()[0] == 1

@@ -36,6 +36,13 @@ class PPOBatch:
         return PPOBatch(**rows)
 
 
+def by_length(rows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``rows`` reordered longest first, so that consecutive micro-batches hold sequences of similar length
+    and pad little. Stable, so equal lengths keep their order (the update stays deterministic)."""
+    order = torch.sort(lengths[rows], descending=True, stable=True).indices
+    return rows[order]
+
+
 def _list_column(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Flat values and offsets of a list column, zero-copy where Arrow allows it."""
     col = table.column(name).combine_chunks()

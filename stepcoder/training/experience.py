@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from stepcoder import ppo
-from stepcoder.training.batch import PPOBatch
+from stepcoder.training.batch import PPOBatch, by_length
 
 OLD_LOGPROB_SOURCES = ("recompute", "generator")
 
@@ -84,14 +84,17 @@ def make_experience(
     if old_logprobs not in OLD_LOGPROB_SOURCES:
         raise ValueError(f"unknown old_logprobs source {old_logprobs!r}; valid: {', '.join(OLD_LOGPROB_SOURCES)}")
     width = batch.action_mask.shape[1]
+    # Scored longest first, so each micro-batch pads to a length close to its rows' own; put back in order.
+    order = by_length(torch.arange(len(batch)), batch.attention_mask.sum(dim=1))
     lp, v, ref = [], [], []
     for start in range(0, len(batch), micro_batch_size):
-        mb = batch.select(slice(start, start + micro_batch_size))
+        mb = batch.select(order[start : start + micro_batch_size])
         mb_lp, mb_v = score_policy(mb)
         lp.append(mb_lp.cpu())
         v.append(mb_v.cpu())
         ref.append(score_reference(mb).cpu())
-    recomputed, values, ref_logprobs = (_pad_cat(x, width) for x in (lp, v, ref))
+    restore = torch.argsort(order)
+    recomputed, values, ref_logprobs = (_pad_cat(x, width)[restore] for x in (lp, v, ref))
     mask = batch.action_mask
     old = batch.gen_logprobs * mask if old_logprobs == "generator" else recomputed
     rewards, advantages, returns, kl = advantages_for(batch.scores, old, ref_logprobs, values, mask,

@@ -20,7 +20,7 @@ import torch
 from stepcoder import ppo
 from stepcoder.config import PPOConfig, RunConfig
 from stepcoder.training.actor_critic import ActorCritic, check_plain_lm_head, lm_logits
-from stepcoder.training.batch import PPOBatch
+from stepcoder.training.batch import PPOBatch, by_length
 from stepcoder.training.distributed import init_distributed
 from stepcoder.training.engines import ds_config_for, make_engine
 from stepcoder.training.experience import Experience, make_experience
@@ -174,11 +174,14 @@ class PPOTrainer:
         value_mask = batch.fgo_mask if hp.mask_value_loss else batch.action_mask
         metrics: list[dict[str, float]] = []
         gen = torch.Generator().manual_seed(hp.seed + self.global_step)
+        lengths = batch.attention_mask.sum(dim=1)
         self.engine.train()
         for epoch in range(hp.epochs):
             perm = torch.randperm(n, generator=gen)
             for mb_index, start in enumerate(range(0, n, hp.minibatch_size)):
-                mb_rows = perm[start : start + hp.minibatch_size]
+                # Micro-batches of similar lengths pad least (each is trimmed to its longest row); the
+                # minibatch-wide normalisers make the gradient independent of this split.
+                mb_rows = by_length(perm[start : start + hp.minibatch_size], lengths)
                 # Each loss is normalised by the whole minibatch's count, not per micro-batch, so the gradient
                 # does not depend on how the minibatch is split (docs/algorithm.md, "Losses").
                 norms = {name: ppo.loss_normalizer(m[mb_rows], hp.loss_agg)
