@@ -81,7 +81,7 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     options = {"timeout_s": e.timeout_s, "budget_s": e.budget_s, "memory_mb": e.memory_mb, "workers": e.workers,
                "coverage": e.coverage, "python": e.python, "lenient_stdio": e.lenient_stdio,
                "stop_on_first_failure": e.stop_on_first_failure, "cache": e.cache,
-               "guard_comparisons": e.guard_comparisons}
+               "guard_comparisons": e.guard_comparisons, "split_tests": e.split_tests}
     if e.backend == "docker":
         options["image"] = e.docker_image
     o = cfg.orchestration

@@ -133,6 +133,9 @@ class ExecutionConfig(_Section):
     guard_comparisons: bool = Field(
         True, description="assert tests refuse comparisons decided by the program's own __eq__/__bool__/... "
         "(a reward hack); off = run the tests exactly as written")
+    split_tests: bool = Field(
+        True, description="assert tests (MBPP, HumanEval, LeetCode) run in a test driver outside the program's "
+        "process, which only gets calls and returns data; off = in the program's process under the guard")
     cache: bool = Field(True, description="run identical (program, tests) once per process")
     docker_image: str = Field("stepcoder-runner:latest", description="runner image of the docker backend")
     chunk_size: int = Field(64, gt=0, description="programs per execute task")

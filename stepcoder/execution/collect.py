@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from stepcoder.execution.compare import call_matches, repr_matches, stdio_matches
+from stepcoder.execution.driver import REPLY_GRACE_S, Driver, SplitPlan
 from stepcoder.execution.results import ExecResult, TestResult, decide_outcome
 from stepcoder.problems import TestSpec
 
@@ -28,6 +31,8 @@ class Collector:
         self.load_detail = ""
         self.compile_error: str | None = None
         self.ended, self.error, self.failed, self.broken = False, "", False, False
+        # assert tests whose code the child runs (the driver's collector says "split")
+        self.isolation = "in_process" if spec.kind == "assert" else "split"
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> None:
@@ -65,7 +70,7 @@ class Collector:
                 raise ValueError(f"test index {i} out of range or repeated")
             if status == "ok":
                 status, detail = self._judge(i, rec)
-            self.tests[i] = TestResult(status, float(rec["time_ms"]), detail)
+            self.tests[i] = TestResult(status, float(rec["time_ms"]), detail, self.isolation)
             self.failed = self.failed or status != "pass"
         elif kind == "end":
             self.ended, self.error = True, str(rec["error"])
@@ -102,18 +107,68 @@ class Collector:
         # reported failure, or had reported every test before it died.
         complete = self.ended or why == "stopped" or (self.load_status == "ok" and len(self.tests) == self.n)
         if load != "ok":
-            tests = [TestResult(load, 0.0, self.load_detail or error) for _ in range(self.n)]
+            tests = [TestResult(load, 0.0, self.load_detail or error, self.isolation) for _ in range(self.n)]
             return ExecResult(load, tests, sorted(self.lines), time_ms, self.load_detail or error, runner,
                               coverage_complete=complete or self.load_status is not None)
         if why == "stopped":
-            fill = TestResult("fail", 0.0, "not run: stopped at the first failure")
+            fill = TestResult("fail", 0.0, "not run: stopped at the first failure", self.isolation)
         elif killed_for_time:
-            fill = TestResult("timeout", 0.0, "not run: killed at the time limit")
+            fill = TestResult("timeout", 0.0, "not run: killed at the time limit", self.isolation)
         else:
-            fill = TestResult("runtime_error", 0.0, f"not run: {error}")
+            fill = TestResult("runtime_error", 0.0, f"not run: {error}", self.isolation)
         tests = [self.tests.get(i) or fill for i in range(self.n)]
         return ExecResult(decide_outcome(tests), tests, sorted(self.lines), time_ms, error, runner,
                           coverage_complete=complete)
+
+
+class DriverCollector(Collector):
+    """A split assert job: the child only loads the program and serves calls; a :class:`Driver` runs the tests
+    here and decides each one. Test records from the child are ignored: only the driver reports tests."""
+
+    def __init__(self, spec: TestSpec, plan: SplitPlan, *, timeout_s: float, budget_s: float,
+                 stop_on_failure: bool = False):
+        super().__init__(spec, False, stop_on_failure)
+        self.isolation = "split"
+        self.plan, self.timeout_s, self.budget_s = plan, timeout_s, budget_s
+        self.driver: Driver | None = None
+        self._send: Callable[[bytes], None] | None = None
+        self._lock = threading.Lock()
+
+    def bind(self, send: Callable[[bytes], None]) -> None:
+        """``send(request_line)`` reaches this job's child (the pool routes it through the worker)."""
+        self._send = send
+
+    def add(self, rec: dict[str, Any]) -> None:
+        kind = rec["t"]
+        if kind == "reply":
+            self.lines.update(int(x) for x in rec.get("lines", ()))
+            if self.driver is not None:
+                self.driver.deliver(rec)
+        elif kind != "test":  # the child reports no tests here: a forged one is ignored
+            super().add(rec)
+            if kind == "load" and self.load_status == "ok" and self.driver is None and self._send is not None:
+                self.driver = Driver(self.plan, self._send, timeout_s=self.timeout_s, budget_s=self.budget_s,
+                                     stop_on_failure=self.stop_on_failure, on_result=self._on_result)
+                self.driver.start()
+
+    def _on_result(self, i: int, result: TestResult) -> None:
+        with self._lock:
+            if i < 0:
+                self.error = result.detail
+                return
+            self.tests[i] = result
+            self.failed = self.failed or result.status != "pass"
+
+    def result(self, time_ms: float, exit_code: int | None, why: str, oom: bool = False,
+               runner: dict[str, Any] | None = None) -> ExecResult:
+        if self.driver is not None:
+            self.driver.stop()
+            self.driver.thread.join(timeout=REPLY_GRACE_S)
+        with self._lock:
+            # every test the driver reported counts as "ended" for the base class's bookkeeping
+            if self.load_status == "ok" and len(self.tests) == self.n and why == "exit":
+                self.ended = True
+            return super().result(time_ms, exit_code, why, oom, runner)
 
 
 def describe_exit(code: int | None) -> str:

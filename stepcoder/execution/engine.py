@@ -14,7 +14,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from stepcoder.execution.cache import ResultCache, hit_copy, job_key, options_fingerprint
-from stepcoder.execution.collect import Collector
+from stepcoder.execution.collect import Collector, DriverCollector
+from stepcoder.execution.driver import SplitPlan, plan_for
 from stepcoder.execution.guard import guard_source
 from stepcoder.execution.factory import Executor
 from stepcoder.execution.pool import HARNESS_VERSION, WorkerPool
@@ -70,6 +71,16 @@ def tests_message(spec: TestSpec, guard: bool = True) -> dict[str, Any]:
     return {"kind": spec.kind, "asserts": asserts, "setup": setup, "inputs": inputs, "fn_name": spec.fn_name}
 
 
+def split_plan(spec: TestSpec, split: bool = True) -> SplitPlan | None:
+    """How an assert spec's tests run outside the child (``driver.py``), or None: in-process, under the guard."""
+    if not split or spec.kind != "assert":
+        return None
+    return plan_for(spec.setup or "", tuple(spec.asserts))
+
+
+SERVE_TESTS = {"kind": "serve", "asserts": [], "setup": "", "inputs": [], "fn_name": None}
+
+
 class PooledExecutor(Executor):
     """Shared by the pooled backends. Subclasses call ``_start_engine`` once their pool is up."""
 
@@ -77,16 +88,19 @@ class PooledExecutor(Executor):
 
     def _start_engine(self, pool: WorkerPool, *, timeout_s: float, budget_s: float, max_output_bytes: int,
                       coverage: bool, header: str, lenient_stdio: bool, stop_on_first_failure: bool, cache: bool,
-                      cache_size: int, fingerprint: dict[str, Any], guard_comparisons: bool = True) -> None:
+                      cache_size: int, fingerprint: dict[str, Any], guard_comparisons: bool = True,
+                      split_tests: bool = True) -> None:
         self._pool = pool
         self.timeout_s, self.budget_s, self.max_output_bytes = timeout_s, budget_s, max_output_bytes
         self.coverage, self.header, self.lenient_stdio = coverage, header, lenient_stdio
         self.stop_on_first_failure, self.guard_comparisons = stop_on_first_failure, guard_comparisons
+        self.split_tests = split_tests
         self.cache = ResultCache(cache_size) if cache else None
         self._fingerprint = options_fingerprint(HARNESS_VERSION, {
             **fingerprint, "timeout_s": timeout_s, "budget_s": budget_s, "max_output_bytes": max_output_bytes,
             "coverage": coverage, "header": header, "lenient_stdio": lenient_stdio,
-            "stop_on_first_failure": stop_on_first_failure, "guard_comparisons": guard_comparisons})
+            "stop_on_first_failure": stop_on_first_failure, "guard_comparisons": guard_comparisons,
+            "split_tests": split_tests})
 
     @property
     def runner_info(self) -> dict[str, Any]:
@@ -101,17 +115,26 @@ class PooledExecutor(Executor):
         return list(self._pool.hello["missing"])
 
     def _message(self, program: str, spec: TestSpec) -> dict[str, Any]:
-        return {"program": program, "tests": tests_message(spec, self.guard_comparisons), "timeout_s": self.timeout_s,
-                "budget_s": self.budget_s, "max_output_bytes": self.max_output_bytes, "coverage": self.coverage,
-                "header": self.header, "stream": self.stop_on_first_failure}
+        split = split_plan(spec, self.split_tests) is not None
+        # a split job's child gets no test code at all, only the program; its replies are relayed as they come
+        return {"program": program, "tests": SERVE_TESTS if split else tests_message(spec, self.guard_comparisons),
+                "timeout_s": self.timeout_s, "budget_s": self.budget_s, "max_output_bytes": self.max_output_bytes,
+                "coverage": self.coverage, "header": self.header, "stream": self.stop_on_first_failure or split}
 
     def _collector(self, spec: TestSpec) -> Collector:
+        plan = split_plan(spec, self.split_tests)
+        if plan is not None:
+            return DriverCollector(spec, plan, timeout_s=self.timeout_s, budget_s=self.budget_s,
+                                   stop_on_failure=self.stop_on_first_failure)
         return Collector(spec, self.lenient_stdio, self.stop_on_first_failure)
+
+    def _submit(self, program: str, spec: TestSpec) -> Future:
+        return self._pool.submit(self._message(program, spec), self._collector(spec))
 
     def submit(self, program: str, spec: TestSpec) -> Future:
         """One job, not cached; a Future of its ExecResult."""
         check_spec(spec)
-        return self._pool.submit(self._message(program, spec), self._collector(spec))
+        return self._submit(program, spec)
 
     def run(self, jobs: Sequence[tuple[str, TestSpec]], progress: bool | Callable[[int, int], None] = False
             ) -> list[ExecResult]:
@@ -133,7 +156,7 @@ class PooledExecutor(Executor):
             if self.cache is not None and (hit := self.cache.get(key)) is not None:
                 results[i] = hit
                 continue
-            future = self._pool.submit(self._message(program, spec), self._collector(spec))
+            future = self._submit(program, spec)
             by_key[key] = future
             pending[future] = (key, [i])
         report = _progress(progress, len(jobs))

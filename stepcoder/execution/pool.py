@@ -193,6 +193,7 @@ class WorkerPool:
         self._spawn, self._config, self.size, self.name = spawn, config, size, name
         self.runner = runner
         self._queue: collections.deque[_Task] = collections.deque()
+        self._outbox: collections.deque[tuple[_Task, bytes]] = collections.deque()
         self._incoming: collections.deque[_Slot] = collections.deque()
         self._slots: dict[int, _Slot] = {}
         self._lock = threading.Lock()
@@ -226,8 +227,30 @@ class WorkerPool:
             self._next_id += 1
             task.msg = {**msg, "op": "run", "id": self._next_id}
             self._queue.append(task)
+        bind = getattr(collector, "bind", None)
+        if bind is not None:  # a test driver (driver.py): its requests go to this job's child
+            bind(lambda req: self._post(task, req))
         self._wake()
         return task.future
+
+    def _post(self, task: _Task, req: bytes) -> None:
+        """From a driver thread: the dispatcher writes ``req`` to the worker running ``task`` (one writer per
+        worker pipe)."""
+        with self._lock:
+            self._outbox.append((task, req))
+        self._wake()
+
+    def _flush_outbox(self) -> None:
+        with self._lock:
+            out, self._outbox = self._outbox, collections.deque()
+        for task, req in out:
+            for slot in self._slots.values():
+                if slot.task is task:
+                    try:
+                        slot.transport.write(encode_message({"op": "call", "id": task.msg["id"], "req": req}))
+                    except OSError:
+                        pass  # a dead worker: its EOF ends the job
+                    break
 
     def close(self) -> None:
         with self._lock:
@@ -324,6 +347,7 @@ class WorkerPool:
                 if closed:
                     break
                 self._assign()
+                self._flush_outbox()
                 self._fail_if_hopeless()
                 for fd, _ in poller.poll(self._poll_timeout_ms()):
                     if fd == self._wake_r:

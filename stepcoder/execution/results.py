@@ -18,6 +18,9 @@ class TestResult:
     status: str
     time_ms: float
     detail: str = ""
+    # "split": the test code and expected values stayed out of the program's process (a test driver, or the
+    # parent comparing stdout/return values); "in_process": it ran beside the program, under the guard
+    isolation: str = "split"
 
 
 @dataclass

@@ -249,6 +249,8 @@ class EmbeddedSandbox(PooledExecutor):
         preload: modules each worker imports once, so programs get them for free.
         guard_comparisons: the program's own ``__eq__``/``__bool__``/... cannot decide an assert test's
             comparisons (a reward hack; see ``guard.py``). Off: the tests run exactly as written.
+        split_tests: assert tests run in a test driver outside the program's process (``driver.py``), which
+            only sends calls and receives data; off: in the program's process, under the guard.
     """
 
     backend = "embedded"
@@ -258,7 +260,7 @@ class EmbeddedSandbox(PooledExecutor):
                  coverage: bool = True, uid: int | None = 65534, stop_on_first_failure: bool = False,
                  site_packages: bool = False, header: str = "", lenient_stdio: bool = False, cache: bool = True,
                  cache_size: int = 50_000, tmp_mb: int = 64, max_processes: int = 32, guard_comparisons: bool = True,
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD):
+                 preload: tuple[str, ...] = DEFAULT_PRELOAD, split_tests: bool = True):
         self.workers = workers or os.cpu_count() or 1
         self.memory_mb, self.uid, self.tmp_mb, self.max_processes = memory_mb, uid, tmp_mb, max_processes
         self.site_packages = site_packages
@@ -291,7 +293,7 @@ class EmbeddedSandbox(PooledExecutor):
         self._start_engine(pool, timeout_s=timeout_s, budget_s=budget_s, max_output_bytes=max_output_bytes,
                            coverage=coverage, header=header, lenient_stdio=lenient_stdio,
                            stop_on_first_failure=stop_on_first_failure, cache=cache,
-                           cache_size=cache_size, guard_comparisons=guard_comparisons,
+                           cache_size=cache_size, guard_comparisons=guard_comparisons, split_tests=split_tests,
                            fingerprint={"backend": self.backend, "python": self.python, "memory_mb": memory_mb,
                                         "tmp_mb": tmp_mb, "site_packages": site_packages})
         warn_missing(self.backend, self.missing, "Run as root on Linux (cgroup v1 memory/pids controllers for "

@@ -162,6 +162,10 @@ def _relay(chan: _Channel, cfg: dict, job: dict, pid: int, rfd: int, t0: float, 
                             return "parent_gone"
                         if op == "kill" and msg.get("id") == job["id"]:
                             return "stopped"
+                        if op == "call" and msg.get("id") == job["id"]:
+                            # a request of the test driver, for the child (a split test): on the socket
+                            _send_all(rfd, msg["req"])
+                            last = time.monotonic()  # the child waited for it: that was not a stall
                         if op == "run":
                             chan.pending.append(msg)
                 elif fd == pidfd:
@@ -174,6 +178,15 @@ def _relay(chan: _Channel, cfg: dict, job: dict, pid: int, rfd: int, t0: float, 
         if pidfd >= 0:
             os.close(pidfd)
         marks["held"] = held
+
+
+def _send_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:  # the child is gone: its exit ends the job
+        pass
 
 
 def _drain(held: bytearray, rfd: int) -> None:
@@ -247,7 +260,13 @@ def _wipe(path: str, keep_dir: bool) -> None:
 
 
 def _run(chan: _Channel, cfg: dict, st, job: dict) -> None:
-    rfd, wfd = os.pipe()
+    if job["tests"]["kind"] == "serve":  # the child also reads the driver's requests on its fd 3
+        import socket
+
+        a, b = socket.socketpair()
+        rfd, wfd = a.detach(), b.detach()
+    else:
+        rfd, wfd = os.pipe()
     if st.private_tmp:
         workdir = "/tmp"
     else:  # no private /tmp (fallback): a scratch directory per program, removed after
