@@ -28,6 +28,10 @@ class TestSpec:
     inputs: tuple[Any, ...] = ()
     outputs: tuple[Any, ...] = ()
     fn_name: str | None = None
+    # assert tests: trusted code of the problem's prompt that the test code may use (LeetCode's imports, HumanEval's
+    # helper functions). In-process it is already in the program's namespace; a test driver outside the program's
+    # process (execution/driver.py) runs it first, so those names never come from the program.
+    context: str = ""
 
     @property
     def count(self) -> int:

@@ -165,5 +165,6 @@ def rollout_rows(
         })
         for ti, test in enumerate(result.tests):
             tests.append({"rollout_id": rid, "problem_id": pid, "sample_index": comp.sample_index,
-                          "test_index": ti, "status": test.status, "time_ms": test.time_ms})
+                          "test_index": ti, "status": test.status, "time_ms": test.time_ms,
+                          "isolation": test.isolation})
     return rollouts, tests

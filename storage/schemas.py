@@ -15,7 +15,7 @@ import pyarrow as pa
 # Each table's schema version, stored in every file it writes. Bump a table's number when you add a column.
 SCHEMA_VERSIONS: dict[str, int] = {
     "rollouts": 2,  # 2: r_exec, r_ast, r_dfg
-    "test_results": 1,
+    "test_results": 2,  # 2: isolation
     "curriculum": 1,
     "train_metrics": 3,  # 2: logprob_gap; 3: critic_lr, explained_variance over the batch before the update
     "evals": 1,
@@ -71,6 +71,8 @@ TEST_RESULTS = _schema(
     ("test_index", pa.int32()),
     ("status", pa.string()),
     ("time_ms", pa.float32()),
+    # "split": test code and expected values never in the program's process; "in_process": beside it, guarded
+    ("isolation", pa.string()),
 )
 
 # One row per problem per iteration: the CCCS stage before and after this iteration's rollouts.

@@ -266,10 +266,13 @@ def test_network_is_unreachable(ex):
 
 @pytest.mark.skipif(not IS_ROOT, reason="the uid drop needs root")
 def test_program_runs_as_non_root(ex):
-    spec = TestSpec(kind="assert", asserts=("import os; assert os.getuid() == 65534 and os.getgid() == 65534",))
-    assert run1(ex, "import os\nassert os.getuid() != 0\n", spec).outcome == "pass"
-    writes_home = TestSpec(kind="assert", asserts=("open('/root/stepcoder-sandbox-probe', 'w')",))
-    assert run1(ex, "", writes_home).outcome == "runtime_error"
+    # the probes are the program's own code: test code runs in the driver, outside the sandbox
+    spec = TestSpec(kind="assert", asserts=("assert ids() == (65534, 65534)",))
+    assert run1(ex, "import os\nassert os.getuid() != 0\ndef ids():\n    return os.getuid(), os.getgid()\n",
+                spec).outcome == "pass"
+    writes_home = TestSpec(kind="assert", asserts=("write()",))
+    program = "def write():\n    open('/root/stepcoder-sandbox-probe', 'w')\n"
+    assert run1(ex, program, writes_home).outcome == "runtime_error"
 
 
 def test_forked_daemons_do_not_survive(ex):

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def test_containers_are_hardened(client, dex):
         assert cfg["User"] == "65534:65534"
         assert hc["Memory"] > 0 and hc["MemorySwap"] == hc["Memory"] and hc["PidsLimit"] > 0
         assert "/tmp" in hc["Tmpfs"] and "size=" in hc["Tmpfs"]["/tmp"]
+        assert hc["ShmSize"] == 64 << 20 and hc["IpcMode"] == "private" and hc["CgroupnsMode"] == "private"
         assert not hc.get("Binds") and not hc.get("Mounts") and hc["Privileged"] is False
     info = dex.runner_info
     assert info["backend"] == "docker" and info["missing"] == []
@@ -116,6 +118,29 @@ def test_docker_agrees_with_embedded(dex):
     assert [r.outcome for r in got] == [r.outcome for r in expected]
     assert [[t.status for t in r.tests] for r in got] == [[t.status for t in r.tests] for r in expected]
     assert [r.executed_lines for r in got] == [r.executed_lines for r in expected]
+
+
+def test_a_program_over_the_container_memory_limit_is_reported_out_of_memory(client):
+    """RLIMIT_AS binds each process; the container's cgroup binds them together. The worker reads the cgroup's
+    OOM kill count, so a program the kernel killed for memory is reported as such, not as a crash."""
+    program = textwrap.dedent("""
+        import os, time
+        def hog(mb):
+            b = bytearray(mb << 20)
+            b[::4096] = b"x" * len(b[::4096])  # touch every page
+            return b
+        for _ in range(3):
+            if os.fork() == 0:
+                kept = hog(90)
+                time.sleep(30)
+        time.sleep(1)
+        kept = [hog(10) for _ in range(40)]  # each process stays under RLIMIT_AS; together they pass the limit
+        print("survived")
+        """)
+    with make_executor("docker", workers=1, memory_mb=256, timeout_s=10.0, budget_s=20.0, cache=False) as ex:
+        result = ex.run([(program, TestSpec(kind="stdio", inputs=("",), outputs=("survived",)))])[0]
+        assert result.outcome == "runtime_error" and "out of memory" in result.error, result
+        assert [r.outcome for r in ex.run([(SIGN, ASSERT_SIGN)])] == ["pass"]
 
 
 def test_a_dead_container_is_replaced(client, dex):

@@ -1,8 +1,10 @@
 """Reward hacks on assert-style tests: the program's own methods must not decide a test's comparisons.
 
-Each hack below passes its tests when they run exactly as written (``guard_comparisons=False``): that is the
-proof the hack works and that the guard, not something else, is what stops it. With the guard (the default) it
-fails. Honest programs that return library objects, their own plain classes, or huge results still pass.
+Assert tests run in a test driver outside the program's process by default (``split_tests``, ``driver.py``);
+the in-process path with the comparison guard remains for tests that do not split. Each hack below passes its
+tests when they run in-process exactly as written (``guard_comparisons=False``): the proof that the hack works.
+In-process with the guard, and split, it fails. Honest programs that return library objects, their own plain
+classes, or huge results pass both ways. (tests/test_split_driver.py: the hacks the guard cannot stop.)
 """
 
 from __future__ import annotations
@@ -48,15 +50,18 @@ HACKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def guarded():
-    with make_executor(timeout_s=2.0, budget_s=6.0, workers=2, cache=False) as executor:
+@pytest.fixture(scope="module", params=["in_process", "split"])
+def guarded(request):
+    with make_executor(timeout_s=2.0, budget_s=6.0, workers=2, cache=False,
+                       split_tests=request.param == "split") as executor:
+        executor.mode = request.param
         yield executor
 
 
 @pytest.fixture(scope="module")
 def unguarded():
-    with make_executor(timeout_s=2.0, budget_s=6.0, workers=2, cache=False, guard_comparisons=False) as executor:
+    with make_executor(timeout_s=2.0, budget_s=6.0, workers=2, cache=False, guard_comparisons=False,
+                       split_tests=False) as executor:
         yield executor
 
 
@@ -66,9 +71,12 @@ def test_each_hack_passes_unguarded_and_fails_guarded(guarded, unguarded):
     safe = guarded.run(jobs)
     for name, p, s in zip(HACKS, plain, safe):
         assert p.outcome == "pass", f"{name}: the hack should work without the guard: {p}"
-        assert s.outcome == "fail", f"{name}: the guard should stop it: {s}"
-        failed = [t for t in s.tests if t.status == "fail"]
-        assert failed and "the program's own" in failed[0].detail, (name, s.tests)
+        assert {t.isolation for t in s.tests} == {guarded.mode}, (name, s.tests)
+        assert not any(t.status == "pass" for t in s.tests), f"{name}: it should be stopped: {s}"
+        if guarded.mode == "in_process":
+            assert s.outcome == "fail" and "the program's own" in s.tests[0].detail, (name, s.tests)
+        else:  # split: a comparison with the program's object is refused; `in` iterates it (All is not iterable)
+            assert s.outcome == ("runtime_error" if name == "contains everything" else "fail"), (name, s.tests)
 
 
 HONEST = {
@@ -88,7 +96,7 @@ HONEST = {
         "def box(n):\n    return Box(n)\n"
         "def dc(n):\n    return D(n)\n",
         TestSpec(kind="assert", asserts=("assert solve(3) == (3, 9)", "assert box(2).v == 2",
-                                         "assert dc(1) == dc(1) and dc(1) != dc(2)"))),
+                                         "assert dc(1).x == 1 and dc(2).x != 1"))),
     "huge result (guard stops looking after its budget)": (
         "def solve(n):\n    return list(range(n))\n",
         TestSpec(kind="assert", asserts=("assert solve(300000) == list(range(300000))",))),

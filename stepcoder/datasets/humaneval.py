@@ -15,6 +15,7 @@ from pathlib import Path
 
 from stepcoder.datasets._io import RecordError, guarded, iter_jsonl, text_field
 from stepcoder.datasets.errors import DatasetError, Reject
+from stepcoder.datasets.context import trusted_context
 from stepcoder.problems import Problem, TestSpec
 
 SPLITS = ("test",)  # HumanEval is evaluation-only: one split, all 164 problems
@@ -56,7 +57,8 @@ def _record(record: dict) -> Problem:
         dataset="humaneval",
         statement=_docstring(prompt, entry_point) or prompt.strip(),
         solution=prompt + body if body.strip() else "",
-        tests=TestSpec(kind="assert", asserts=(f"check({entry_point})",), setup=test),
+        tests=TestSpec(kind="assert", asserts=(f"check({entry_point})",), setup=test,
+                       context=trusted_context(prompt, {entry_point})),
         entry_point=entry_point,
         starter_code=prompt,
         meta={"task_id": task_id, "split": "test"},

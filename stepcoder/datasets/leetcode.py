@@ -27,6 +27,7 @@ from pathlib import Path
 
 from stepcoder.datasets._io import RecordError, guarded, iter_jsonl, text_field
 from stepcoder.datasets.errors import DatasetError, Reject
+from stepcoder.datasets.context import trusted_context
 from stepcoder.problems import Problem, TestSpec
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "leetcode"
@@ -153,7 +154,8 @@ def _record(record: dict, version: str, split: str | None) -> Problem:
         statement=_statement(record),
         solution=(header + "\n" + completion) if completion.strip() else "",
         tests=TestSpec(kind="assert", asserts=(f"check({entry_point})",),
-                       setup=(helpers + "\n\n" + test) if helpers else test),
+                       setup=(helpers + "\n\n" + test) if helpers else test,
+                       context=trusted_context(header, {"Solution"})),
         entry_point=entry_point,
         starter_code=(header + "\n" + starter) if starter else header,
         difficulty=_difficulty(record),

@@ -29,7 +29,7 @@ def problem_from_dict(d: dict) -> Problem:
     try:
         tests = TestSpec(kind=t["kind"], asserts=tuple(t.get("asserts") or ()), setup=t.get("setup") or "",
                          inputs=tuple(t.get("inputs") or ()), outputs=tuple(t.get("outputs") or ()),
-                         fn_name=t.get("fn_name"))
+                         fn_name=t.get("fn_name"), context=t.get("context") or "")
     except TypeError as exc:
         raise RecordError("malformed", f"tests: {exc}") from None
     if tests.count == 0:

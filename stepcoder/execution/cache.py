@@ -24,7 +24,8 @@ from stepcoder.problems import TestSpec
 
 def job_key(program: str, spec: TestSpec, fingerprint: str) -> str:
     """sha256 over (program, tests, fingerprint); ``fingerprint`` holds the harness version and the options."""
-    tests = [spec.kind, list(spec.asserts), spec.setup, list(spec.inputs), list(spec.outputs), spec.fn_name]
+    tests = [spec.kind, list(spec.asserts), spec.setup, list(spec.inputs), list(spec.outputs), spec.fn_name,
+             spec.context]
     h = hashlib.sha256()
     for part in (program, json.dumps(tests, sort_keys=True, default=repr), fingerprint):
         data = part.encode("utf-8", "surrogatepass")

@@ -1,11 +1,17 @@
 """DockerSandbox: the production backend. A pool of warm, hardened containers, each running the same
 fork-per-program worker as the embedded backend (``worker.py``), so there is no ``docker run`` per program.
 
-Each container: ``--network none``, read-only root filesystem, a size-capped tmpfs /tmp, ``--cap-drop ALL``,
-``no-new-privileges``, uid 65534, memory (no swap) and pids limits, no core dumps, no IPC namespace sharing. The
-worker is the container's PID 1: after each program it kills every other process in the container and wipes
-/tmp. Inside, each program still gets its own session, rlimits and the seccomp filter. The container reads the
-worker's sources on stdin at start, so the image (``runner_image.py``) only has to provide an interpreter.
+Each container: ``--network none``, read-only root filesystem, size-capped tmpfs /tmp and /dev/shm (the only
+places a program can write), ``--cap-drop ALL``, ``no-new-privileges``, uid 65534, memory (no swap) and pids
+limits, no core dumps, private IPC and cgroup namespaces. The worker is the container's PID 1: after each program
+it kills every other process in the container, empties /tmp and /dev/shm and removes the SysV IPC objects
+(``isolation.reset_writable``), so the next program starts from the state the first one found. Inside, each
+program still gets its own session, rlimits and the seccomp filter. The container reads the worker's sources on
+stdin at start, so the image (``runner_image.py``) only has to provide an interpreter.
+
+The memory and pids limits are the container's cgroup (v1 or v2, whichever the engine uses): one program runs
+at a time in a container, so they bound that program's processes together. The worker reads the cgroup's OOM
+kill count (read-only) to report a program killed for memory as such.
 
 The image must exist: ``make runner-image`` (``infra/docker/build-image.sh``), or ``auto_build=True``.
 """
@@ -27,8 +33,8 @@ logger = logging.getLogger("stepcoder.execution")
 
 LABEL = "stepcoder.runner"
 CONTAINER_OVERHEAD_MB = 96  # the worker's own memory inside the container's limit
-CONTAINER_PROTECTIONS = ("network", "mount_view", "private_tmp", "cgroup_memory", "cgroup_pids", "cap_drop",
-                         "no_new_privileges")
+CONTAINER_PROTECTIONS = ("network", "mount_view", "private_tmp", "ipc_namespace", "cgroup_memory", "cgroup_pids",
+                         "cap_drop", "no_new_privileges")
 MB = 1 << 20
 
 
@@ -163,7 +169,8 @@ class DockerSandbox(PooledExecutor):
                  coverage: bool = True, uid: int | None = 65534, stop_on_first_failure: bool = False,
                  site_packages: bool = False, header: str = "", lenient_stdio: bool = False, cache: bool = True,
                  cache_size: int = 50_000, tmp_mb: int = 64, max_processes: int = 32, guard_comparisons: bool = True,
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD, image: str = DEFAULT_IMAGE, auto_build: bool = False):
+                 preload: tuple[str, ...] = DEFAULT_PRELOAD, image: str = DEFAULT_IMAGE, auto_build: bool = False,
+                 split_tests: bool = True):
         import docker
 
         self.workers = workers or os.cpu_count() or 1
@@ -181,12 +188,13 @@ class DockerSandbox(PooledExecutor):
             img = self._client.images.get(image)
         self.python = python or (img.labels or {}).get("stepcoder.python") or "/usr/bin/python3"
         self._pool_id = uuid.uuid4().hex[:10]
-        container_mb = memory_mb + tmp_mb + CONTAINER_OVERHEAD_MB
+        container_mb = memory_mb + 2 * tmp_mb + CONTAINER_OVERHEAD_MB  # tmpfs pages are charged to it too
         self._host_config = self._client.api.create_host_config(
             network_mode="none", read_only=True, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            tmpfs={"/tmp": f"size={tmp_mb}m,mode=1777,nosuid,nodev"}, mem_limit=container_mb * MB,
-            memswap_limit=container_mb * MB, pids_limit=max_processes + 2, ipc_mode="private",
-            ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)], init=False)
+            tmpfs={"/tmp": f"size={tmp_mb}m,mode=1777,nosuid,nodev"}, shm_size=tmp_mb * MB,
+            mem_limit=container_mb * MB, memswap_limit=container_mb * MB, pids_limit=max_processes + 2,
+            ipc_mode="private", cgroupns="private", ulimits=[docker.types.Ulimit(name="core", soft=0, hard=0)],
+            init=False)
         config = {
             "mode": "container", "uid": None, "uid_drop": False, "memory_mb": memory_mb,
             "cpu_s": math.ceil(budget_s) + 1, "nproc": max_processes * self.workers + 16, "file_mb": tmp_mb,
@@ -199,7 +207,7 @@ class DockerSandbox(PooledExecutor):
         self._start_engine(pool, timeout_s=timeout_s, budget_s=budget_s, max_output_bytes=max_output_bytes,
                            coverage=coverage, header=header, lenient_stdio=lenient_stdio,
                            stop_on_first_failure=stop_on_first_failure, cache=cache,
-                           cache_size=cache_size, guard_comparisons=guard_comparisons,
+                           cache_size=cache_size, guard_comparisons=guard_comparisons, split_tests=split_tests,
                            fingerprint={"backend": self.backend, "image": img.id, "python": self.python,
                                         "memory_mb": memory_mb, "tmp_mb": tmp_mb})
         warn_missing(self.backend, self.missing, "Check the Docker engine and the runner image.")

@@ -67,6 +67,7 @@ class _CallError(BaseException):
 
 @dataclass(frozen=True)
 class SplitPlan:
+    context: Any  # code object, or None: the prompt's trusted definitions (TestSpec.context)
     setup: Any  # code object, or None
     asserts: tuple  # code objects, one per test
     remote_names: tuple[str, ...]  # names the tests take from the program
@@ -74,6 +75,7 @@ class SplitPlan:
 
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+_BUILTINS = frozenset(dir(builtins))
 
 
 def _bound_and_loaded(tree: ast.AST) -> tuple[set[str], set[str]]:
@@ -92,14 +94,41 @@ def _bound_and_loaded(tree: ast.AST) -> tuple[set[str], set[str]]:
     return bound, loaded
 
 
+def _module_level_loads(tree: ast.Module) -> set[str]:
+    """Names read by statements that run when the setup is executed (not inside the functions it defines)."""
+    out: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            nodes = [*stmt.decorator_list, *stmt.args.defaults, *stmt.args.kw_defaults]
+        elif isinstance(stmt, ast.ClassDef):
+            nodes = [*stmt.decorator_list, *stmt.bases]
+        else:
+            nodes = [stmt]
+        out |= {n.id for node in nodes if node is not None for n in ast.walk(node)
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return out
+
+
+def _called_first(tree: ast.Module) -> set[str]:
+    """The function each assert calls first (``assert sum(10, 15) == 6`` → sum)."""
+    out = set()
+    for stmt in tree.body:
+        calls = [n for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+        if calls:
+            out.add(calls[0].func.id)
+    return out
+
+
 @lru_cache(maxsize=8192)
-def plan_for(setup: str, asserts: tuple[str, ...]) -> SplitPlan | None:
-    """How the tests of a spec run in the driver, or None when they must run in-process (test code that does not
-    parse: the child reports its syntax error per test, as before; or ``global``/``nonlocal`` state)."""
+def plan_for(setup: str, asserts: tuple[str, ...], context: str = "") -> SplitPlan | None:
+    """How the tests of a spec run in the driver, or None when they must run in-process: test code that does not
+    parse (the child reports its syntax error per test, as before), ``global``/``nonlocal`` state, or setup code
+    that builds objects of the program's when it runs (MBPP's ``root = Node(1); root.left = Node(2)``: state the
+    program and the tests share)."""
     try:
-        trees = [ast.parse(setup or "")] + [ast.parse(a) for a in asserts]
+        trees = [ast.parse(context or ""), ast.parse(setup or "")] + [ast.parse(a) for a in asserts]
         codes = [compile(t, "<test>", "exec") for t in trees]
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError, TypeError):
         return None
     bound, loaded = set(), set()
     for t in trees:
@@ -108,10 +137,15 @@ def plan_for(setup: str, asserts: tuple[str, ...]) -> SplitPlan | None:
         b, ld = _bound_and_loaded(t)
         bound |= b
         loaded |= ld
-    free = sorted(loaded - bound - set(dir(builtins)) - {"__name__", "__file__"})
-    modules = tuple(n for n in free if n in _STDLIB)
-    remote = tuple(n for n in free if n not in _STDLIB and n not in TRUSTED_CLASSES)
-    return SplitPlan(codes[0] if setup and setup.strip() else None, tuple(codes[1:]), remote, modules)
+    free = loaded - bound - {"__name__", "__file__"}
+    modules = tuple(sorted(n for n in free if n in _STDLIB and n not in _BUILTINS))
+    remote = {n for n in free if n not in _STDLIB and n not in TRUSTED_CLASSES and n not in _BUILTINS}
+    if not remote:  # the tests name nothing of the program's but builtins: it shadows one (MBPP's `def sum(a, b)`)
+        remote = {n for t in trees[2:] for n in _called_first(t)} & _BUILTINS
+    if remote & _module_level_loads(trees[1]):
+        return None
+    return SplitPlan(codes[0] if context.strip() else None, codes[1] if setup and setup.strip() else None,
+                     tuple(codes[2:]), tuple(sorted(remote)), modules)
 
 
 # ---------------------------------------------------------------- LeetCode's linked lists and trees, trusted
@@ -218,6 +252,8 @@ def encode(x: Any) -> Any:
         while out and out[-1] is None:
             out.pop()
         return {"T": out}
+    if t is type and getattr(builtins, x.__name__, None) is x:  # `remove_datatype(t, int)`
+        return {"y": x.__name__}
     if isinstance(x, (int, float, str, list, tuple)):  # IntEnum, namedtuple, ...: their value
         base = next(b for b in (bool, int, float, str, list, tuple) if isinstance(x, b))
         return encode(base(x))
@@ -361,16 +397,16 @@ class Driver:
                 ns[name] = importlib.import_module(name)
             except ImportError:
                 pass
-        for name in self.plan.remote_names:
-            ns[name] = Remote(self, name, name)
-        n = len(self.plan.asserts)
         try:
             setup_error = ""
-            if self.plan.setup is not None:
-                self._test_end = min(time.monotonic() + self.timeout_s, self.end)
-                status, setup_error, _ = self._exec(self.plan.setup, ns)
-                if status != "pass":
-                    setup_error = f"test setup: {setup_error}"
+            for code in (self.plan.context, self.plan.setup):
+                if code is not None and not setup_error:
+                    self._test_end = min(time.monotonic() + self.timeout_s, self.end)
+                    status, detail, _ = self._exec(code, ns)
+                    setup_error = f"test setup: {detail}" if status != "pass" else ""
+            for name in self.plan.remote_names:  # the program's, unless the trusted context defined it
+                if name not in ns or self.plan.context is None:  # (`from collections import *` binds `deque`)
+                    ns[name] = Remote(self, name, name)
             for i, code in enumerate(self.plan.asserts):
                 if setup_error:
                     self.on_result(i, TestResult("runtime_error", 0.0, setup_error, "split"))

@@ -75,7 +75,7 @@ def split_plan(spec: TestSpec, split: bool = True) -> SplitPlan | None:
     """How an assert spec's tests run outside the child (``driver.py``), or None: in-process, under the guard."""
     if not split or spec.kind != "assert":
         return None
-    return plan_for(spec.setup or "", tuple(spec.asserts))
+    return plan_for(spec.setup or "", tuple(spec.asserts), spec.context or "")
 
 
 SERVE_TESTS = {"kind": "serve", "asserts": [], "setup": "", "inputs": [], "fn_name": None}

@@ -595,6 +595,8 @@ def _decode(x, refs: list, ns: dict):
         return decimal.Decimal(v)
     if tag == "r":
         return refs[v]
+    if tag == "y":
+        return getattr(builtins, v)
     if tag == "L":
         cls, head = ns.get("ListNode") or _Node, None
         for val in reversed(v):

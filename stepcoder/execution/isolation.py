@@ -18,7 +18,9 @@ Two levels (see ``worker.py`` for the process layout):
   copies, so whatever can be inherited is set once, in the worker.
 
 Because the zygote is PID 1 of a namespace that holds nothing but the current program, ``kill(-1, SIGKILL)``
-after each program reaps everything the program left behind, daemons included.
+after each program reaps everything the program left behind, daemons included. ``reset_writable`` then empties
+every place the program could write (``SCRATCH_DIRS``: /tmp and /dev/shm, which are also its cwd and $HOME) and
+removes its SysV IPC objects, so the next program in this worker finds nothing of it.
 
 This module runs inside the sandbox worker: it imports only the stdlib and is sent to the worker as source.
 """
@@ -27,6 +29,7 @@ import ctypes
 import os
 import resource
 import signal
+import struct
 import sys
 
 import seccomp
@@ -44,6 +47,13 @@ MB = 1 << 20
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
 DEVICES = ("null", "zero", "full", "random", "urandom")
 ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+# Every directory a program can write to in a private view or a runner container (tests/test_fresh_state.py finds
+# no other): emptied after each program. In the host view /dev/shm is a link to /tmp.
+SCRATCH_DIRS = ("/tmp", "/dev/shm")
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+IPC_RMID = 0
+# (kind, its *_INFO command, which int of the answer counts the objects in use): one syscall each, per program
+IPC_INFO = (("shm", 14, 0), ("msg", 12, 0), ("sem", 19, 7))  # shm_info.used_ids, msginfo.msgpool, seminfo.semusz
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -65,15 +75,19 @@ def _mount(src, target, fstype, flags, data=None) -> None:
 
 class WorkerState:
     """What the worker ended up with. ``pid1``: we are init of a PID namespace holding only our programs, so
-    ``kill(-1)`` is safe and complete. ``private_tmp``: /tmp is ours alone and is wiped after each program."""
+    ``kill(-1)`` is safe and complete. ``private_tmp``: /tmp is ours alone; ``scratch``: the directories (/tmp,
+    /dev/shm) emptied after each program. ``private_ipc``: the SysV IPC namespace is ours alone, so every object
+    in it is a program's, removed after each program."""
 
     def __init__(self):
         self.applied: list = []
         self.missing: list = []
         self.pid1 = False
         self.private_tmp = False
+        self.scratch: list = []
+        self.private_ipc = False
         self.root = os.geteuid() == 0
-        self.oom_fd = -1  # memory.oom_control of the worker's cgroup, read after each program
+        self.oom_fd = -1  # the OOM kill count of the worker's (or container's) cgroup, read after each program
         self.seccomp = None  # the filter program, built once
         self.devnull = -1
         self.oom_adj_fd = -1  # our /proc/self/oom_score_adj (root zygote): children are forked at 1000
@@ -108,10 +122,20 @@ def _setup_container(cfg: dict, st: WorkerState) -> None:
     st.private_tmp = st.pid1
     if st.pid1:
         st.applied += ["pid_namespace", "private_tmp"]
+        st.scratch = _scratch_dirs()
     else:
         st.missing += ["pid_namespace", "private_tmp"]
     st.applied += list(cfg.get("container_protections", ()))
+    st.private_ipc = st.pid1 and "ipc_namespace" in st.applied
     (st.missing if os.geteuid() == 0 else st.applied).append("uid")
+    # The container's own cgroup (Docker's memory limit), read-only: its OOM kill count tells a program killed
+    # for memory from one that crashed. v2 with a private cgroup namespace; v1.
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            st.oom_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            break
+        except OSError:
+            pass
 
 
 def _setup_host(cfg: dict, st: WorkerState) -> None:
@@ -135,17 +159,19 @@ def _setup_host(cfg: dict, st: WorkerState) -> None:
     if not st.root:  # a user namespace grants the capabilities the other namespaces need
         flags |= CLONE_NEWUSER
     if _libc.unshare(flags) != 0:
-        st.missing += ["network", "pid_namespace", "mount_view", "private_tmp"]
+        st.missing += ["network", "pid_namespace", "ipc_namespace", "mount_view", "private_tmp"]
         return
     if not st.root:
         _map_ids(uid, gid)
-    st.applied += ["network", "pid_namespace"]
+    st.applied += ["network", "pid_namespace", "ipc_namespace"]
+    st.private_ipc = True
     _become_zygote()
     st.pid1 = os.getpid() == 1
     try:
         _build_view(cfg, st)
         st.applied += ["mount_view", "private_tmp"]
         st.private_tmp = True
+        st.scratch = _scratch_dirs()
     except OSError as e:
         st.missing += ["mount_view", "private_tmp"]
         sys.stderr.write(f"stepcoder worker: no filesystem view: {e}\n")
@@ -362,6 +388,127 @@ def confine_child(cfg: dict, st: WorkerState, result_fd: int, workdir: str) -> l
         os.chdir(workdir)
         os.environ.update({"HOME": workdir, "TMPDIR": workdir})
     return missing
+
+
+# ---------------------------------------------------------------- after each program: a clean slate
+
+
+def reset_writable(st: WorkerState, workdir: str) -> None:
+    """Leave nothing of the program that just ended (its processes are gone) for the next one: empty every
+    directory it could write (the scratch directories, or its own ``workdir`` where there is no private /tmp,
+    which goes too) and remove every SysV IPC object in our private IPC namespace. A tmpfs empties in
+    microseconds when the program left little. Whatever cannot be removed ends this worker, so the pool starts a
+    fresh one: the program gets a "worker died" error, and no later program sees its state."""
+    left = []
+    for path in st.scratch if st.private_tmp else [workdir]:
+        left += _empty_dir(path)
+    if not st.private_tmp:
+        try:
+            os.rmdir(workdir)
+        except OSError:
+            left.append(workdir)
+    if st.private_ipc:
+        left += _remove_ipc()
+    if left:
+        sys.stderr.write(f"stepcoder worker: could not remove what a program left, restarting: {left[:5]}\n")
+        sys.stderr.flush()
+        os._exit(75)
+
+
+def _scratch_dirs() -> list:
+    dirs = []
+    for path in SCRATCH_DIRS:
+        real = os.path.realpath(path)
+        if os.path.isdir(real) and real not in dirs:
+            dirs.append(real)
+    return dirs
+
+
+def _empty_dir(path: str) -> list:
+    """Remove everything in ``path`` (not ``path`` itself), whatever the program did to it: directories it made
+    unreadable or unwritable (we own them, or are root: a chmod opens them), symbolic links (removed, never
+    followed), any depth (one directory open at a time, climbing back through ``..``: the open-file limit is
+    low and paths can outgrow PATH_MAX). Returns what is left: nothing, unless an entry resists removal."""
+    try:
+        fd = os.open(path, O_DIR)
+    except OSError:
+        return [path]
+    names: list = []  # the directories we are in, below ``path``
+    stuck: set = set()  # (dev, inode) of directories that could not be emptied: not entered again
+    left: list = []
+    try:
+        while True:
+            child = None
+            for name in os.listdir(fd):
+                try:
+                    os.unlink(name, dir_fd=fd)
+                    continue
+                except IsADirectoryError:
+                    pass
+                except OSError:
+                    left.append("/".join([path, *names, name]))
+                    continue
+                try:
+                    os.rmdir(name, dir_fd=fd)
+                    continue
+                except OSError:
+                    pass
+                try:
+                    info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    if (info.st_dev, info.st_ino) in stuck:
+                        continue
+                    os.chmod(name, 0o700, dir_fd=fd)  # a directory (unlink said so), not a link: we may list it
+                    child = os.open(name, O_DIR, dir_fd=fd)
+                except OSError:
+                    left.append("/".join([path, *names, name]))
+                    continue
+                break
+            if child is not None:  # go down, and list it from the start
+                os.close(fd)
+                fd = child
+                names.append(name)
+                continue
+            if not names:
+                return left
+            parent = os.open("..", O_DIR, dir_fd=fd)  # back up, remove the directory just emptied
+            info = os.fstat(fd)
+            os.close(fd)
+            fd = parent
+            try:
+                os.rmdir(names.pop(), dir_fd=fd)
+            except OSError:
+                stuck.add((info.st_dev, info.st_ino))
+    except OSError as e:
+        return left + [f"{'/'.join([path, *names])}: {e}"]
+    finally:
+        os.close(fd)
+
+
+def _remove_ipc() -> list:
+    """Remove every SysV shared memory segment, message queue and semaphore set in this IPC namespace (ours
+    alone: everything in it is a program's). Their processes are gone, so segments are freed at once. Most
+    programs leave none: three ``*_INFO`` calls say so, and /proc/sysvipc is read only when they count some."""
+    info = ctypes.create_string_buffer(256)
+    in_use = False
+    for kind, cmd, field in IPC_INFO:
+        ctl = getattr(_libc, kind + "ctl")
+        if (ctl(0, 0, cmd, info) if kind == "sem" else ctl(0, cmd, info)) < 0:
+            continue  # no SysV IPC in this kernel
+        in_use = in_use or struct.unpack_from("i", info, 4 * field)[0] > 0
+    if not in_use:
+        return []
+    left = []
+    for kind, ctl in (("shm", _libc.shmctl), ("msg", _libc.msgctl), ("sem", _libc.semctl)):
+        try:
+            with open("/proc/sysvipc/" + kind) as f:
+                rows = f.read().splitlines()[1:]  # a header, then one object a line: key, id, ...
+        except OSError:  # no procfs here, or a kernel without SysV IPC
+            continue
+        for row in rows:
+            ident = int(row.split()[1])
+            if (ctl(ident, 0, IPC_RMID, None) if kind == "sem" else ctl(ident, IPC_RMID, None)) != 0:
+                left.append(f"{kind} {ident}")
+    return left
 
 
 def _drop_capabilities() -> None:

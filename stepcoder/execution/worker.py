@@ -28,7 +28,6 @@ import marshal
 import os
 import resource
 import select
-import shutil
 import signal
 import sys
 import time
@@ -235,30 +234,6 @@ def _cleanup(st, pid: int, marks: dict) -> int:
     return status
 
 
-def _wipe(path: str, keep_dir: bool) -> None:
-    def unlock(func, p, exc):  # a program may chmod 000 its own directories
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    if not keep_dir:
-        shutil.rmtree(path, onerror=unlock)
-        return
-    with os.scandir(path) as it:
-        entries = list(it)
-    for e in entries:
-        try:
-            if e.is_dir(follow_symlinks=False):
-                shutil.rmtree(e.path, onerror=unlock)
-            else:
-                os.unlink(e.path)
-        except OSError:
-            pass
-
-
 def _run(chan: _Channel, cfg: dict, st, job: dict) -> None:
     if job["tests"]["kind"] == "serve":  # the child also reads the driver's requests on its fd 3
         import socket
@@ -303,7 +278,7 @@ def _run(chan: _Channel, cfg: dict, st, job: dict) -> None:
     ms = (t_reaped - t0) * 1000
     oom_after = _oom_state(st)
     oom = oom_after != oom_before and _oom_kills(oom_after) > _oom_kills(oom_before)
-    _wipe(workdir, keep_dir=st.private_tmp)
+    isolation.reset_writable(st, workdir)  # /tmp, /dev/shm (or the scratch dir), SysV IPC
     first = marks.get("first", t_exit)  # the child's first record: start-up (confinement, compile, load) is over
     phases = {"fork": t_fork - t0, "start": first - t_fork, "run": t_exit - first, "reap": t_reaped - t_exit,
               "wipe": time.monotonic() - t_reaped, "child_cpu": marks.get("cpu", 0.0)}
