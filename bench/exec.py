@@ -14,6 +14,9 @@ Columns: a trivial program (one function, one assert) and MBPP canonical solutio
 A last embedded row runs an empty program with no tests: the sandbox's fixed cost per program on this machine. Then coverage overhead: a CPU-heavy program with executed-line recording on vs off,
 for the default runner interpreter (the cheapest available: sys.monitoring on Python >= 3.12) and for Python 3.11's settrace.
 
+A second embedded row runs the assert tests in the program's process (``split_tests=False``), as before the test
+driver split (issue 15): the per-program CPU cost of the split, side by side.
+
 Targets (issue 3, 2 cores): embedded >= 10x fresh process and >= 300 trivial programs/s with full isolation;
 Docker backend >= 10x ``docker run``; coverage overhead <= 1.5x on the default runner.
 """
@@ -202,6 +205,11 @@ def main() -> int:
     missing = ", ".join(info["missing"]) or "none"
     rows.append(("embedded sandbox", e_triv, e_mbpp,
                  f"Python {info['python']}, {info['coverage']}, start-up {start:.1f}s, missing protections: {missing}"))
+    # the same pool with the assert tests in the program's process (guarded), as before the test driver split
+    with make_executor("embedded", workers=w, cache=False, split_tests=False) as inproc:
+        rate_pooled(inproc, trivial_jobs(4 * w))
+        i_triv, i_mbpp = rate_pooled(inproc, trivial_jobs(n(1500))), rate_pooled(inproc, mbpp_jobs(n(600)))
+    rows.append(("embedded, tests in-process", i_triv, i_mbpp, "split_tests=False: the guard instead of a driver"))
 
     # a normal interpreter start (site-packages and all), as harnesses that spawn python3 per program do
     f_triv = rate_subprocess([runner, *script], trivial_jobs(n(150)), w)
@@ -247,6 +255,8 @@ def main() -> int:
 
     print(f"\nembedded vs fresh process: trivial {ratio(e_triv, f_triv)}; MBPP {ratio(e_mbpp, f_mbpp)} "
           f"(target >= 10x, and >= 300 trivial programs/s)")
+    print(f"test driver split vs tests in-process, CPU ms/program: trivial {e_triv[1]:.2f} vs {i_triv[1]:.2f} "
+          f"({e_triv[1] / i_triv[1]:.2f}x), MBPP {e_mbpp[1]:.2f} vs {i_mbpp[1]:.2f} ({e_mbpp[1] / i_mbpp[1]:.2f}x)")
     print(f"embedded floor (empty program, no tests, same pool): {e_floor[0]:.0f} programs/s, "
           f"{e_floor[1]:.1f} CPU ms/program: fresh process / fixed cost = {ratio(e_floor, f_triv)} (the ceiling "
           f"for any program, before running anything)")

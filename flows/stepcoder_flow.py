@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.artifacts import publish_report
+from flows.lock_holder import OWNER_PREFIX, flow_run_finished
 from flows.task_runners import fan_out, make_task_runner
 from stepcoder.config import RunConfig, load_config
 from stepcoder.curriculum import GLOBAL_KEY
@@ -148,7 +149,10 @@ def stepcoder(
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     cfg = load_config(config_path, overrides, run_name)
     # One writer per run: a second flow run of this run name fails here (or waits lock_wait_s), naming the holder.
-    lock = open_store(cfg.store, cfg.store_options).lock(cfg.run_name, owner=f"flow-run {flow_run.id}",
-                                                         wait_s=cfg.orchestration.lock_wait_s)
+    # A holder that provably crashed (a dead process on this machine, or a flow run Prefect calls finished) is
+    # taken over at once instead of after its TTL.
+    lock = open_store(cfg.store, cfg.store_options).lock(
+        cfg.run_name, owner=f"{OWNER_PREFIX}{flow_run.id}", wait_s=cfg.orchestration.lock_wait_s,
+        holder_gone=lambda holder: flow_run_finished(holder, flow_run.id))
     with lock:
         return [run_iteration(cfg, lock) for _ in range(iterations)]

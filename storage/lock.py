@@ -9,6 +9,12 @@ Taking over an expired lock is itself guarded by a create-only claim object name
 lock's token: only one contender wins the claim, and it deletes the lock only if that token is still the
 one there, so a fresh lock is never deleted by a late contender.
 
+A holder that is provably gone does not make the next run wait for the expiry (a crashed run followed by a
+scheduled run or a Prefect retry): the lock is taken over at once, and the takeover logged, when its holder ran on
+this machine (same host name, boot id and PID namespace) and its process is dead (or its pid now belongs to a
+process started later), or when an optional ``holder_gone(holder)`` check says so (the flow asks Prefect whether
+the holder's flow run is in a terminal state). A live holder is still refused.
+
 Limits: expiry compares wall clocks of different hosts (keep ``ttl_s`` well above clock skew), and a
 refresh is read-then-write, so a holder stalled for longer than ``ttl_s`` (e.g. a frozen VM) can lose
 the lock without noticing until its next refresh; ``ensure_held()`` checks before a side effect.
@@ -17,17 +23,21 @@ the lock without noticing until its next refresh; ``ensure_held()`` checks befor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
 
 from storage.objects import create_only, read_bytes, remove, write_atomic
+
+logger = logging.getLogger("stepcoder.storage")
 
 
 class StoreLocked(RuntimeError):
@@ -46,13 +56,14 @@ class RunLock:
     """The writer lock of one run. Use as a context manager: ``with store.lock(run, owner) as lock:``."""
 
     def __init__(self, fs: fsspec.AbstractFileSystem, path: str, uri: str, run: str, owner: str | None = None,
-                 ttl_s: float = 300.0, wait_s: float = 0.0, heartbeat: bool = True, poll_s: float = 0.5):
+                 ttl_s: float = 300.0, wait_s: float = 0.0, heartbeat: bool = True, poll_s: float = 0.5,
+                 holder_gone: Callable[[dict[str, Any]], str | None] | None = None):
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
         self.fs, self.path, self.uri, self.run = fs, path, uri, run
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.ttl_s, self.wait_s, self.poll_s = float(ttl_s), float(wait_s), float(poll_s)
-        self.heartbeat = heartbeat
+        self.heartbeat, self.holder_gone = heartbeat, holder_gone
         self.token: str | None = None  # set while held
         self._lost: str | None = None
         self._stop = threading.Event()
@@ -76,7 +87,10 @@ class RunLock:
             holder = self.holder()
             if holder is None:
                 continue  # released in between: try again at once
-            if _expired(holder) and self._take_over(holder):
+            gone = None if _expired(holder) else self._gone(holder)
+            if (_expired(holder) or gone) and self._take_over(holder):
+                if gone:
+                    logger.warning("took over the lock of run %r from %s: %s", self.run, _describe(holder), gone)
                 continue
             if time.monotonic() >= deadline:
                 raise StoreLocked(self._locked_message(holder), holder)
@@ -128,9 +142,20 @@ class RunLock:
         now = time.time()
         return json.dumps({
             "run": self.run, "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(),
+            **_machine(), "pid_start": _start_ticks(os.getpid()),
             "token": token, "ttl_s": self.ttl_s, "refreshed_at": now, "expires_at": now + self.ttl_s,
             "expires": _iso(now + self.ttl_s),
         }, indent=1).encode()
+
+    def _gone(self, holder: dict[str, Any]) -> str | None:
+        """Why the holder provably cannot hold the lock any more, or None (alive, or we cannot tell)."""
+        reason = holder_process_gone(holder)
+        if reason is None and self.holder_gone is not None:
+            try:
+                reason = self.holder_gone(holder)
+            except Exception as e:  # noqa: BLE001 - cannot tell: treat the holder as alive
+                logger.debug("holder check failed: %s", e)
+        return reason
 
     def _take_over(self, stale: dict[str, Any]) -> bool:
         """Delete an expired lock if we win the claim for it. True: try to create ours again now."""
@@ -186,6 +211,52 @@ class RunLock:
                 return  # remembered in self._lost; ensure_held() raises it in the owner's thread
             except Exception:  # noqa: BLE001 - a transient store error: retry at the next beat
                 continue
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _machine() -> dict[str, Any]:
+    """What tells this machine and PID namespace apart from others with the same host name."""
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = None
+    return {"boot_id": _read("/proc/sys/kernel/random/boot_id"), "pid_ns": pid_ns}
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Start time of process ``pid`` (clock ticks since boot), or None if there is no such process."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def holder_process_gone(holder: dict[str, Any]) -> str | None:
+    """Why ``holder``'s process is provably dead, or None. Only a holder on this machine, in this PID namespace,
+    can be proven gone: its pid no longer exists, or belongs to a process started after the lock was taken."""
+    here = {"host": socket.gethostname(), **_machine()}
+    if any(holder.get(k) is None or holder.get(k) != v for k, v in here.items()) or not here["boot_id"]:
+        return None
+    try:
+        pid = int(holder["pid"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    started = _start_ticks(pid)
+    if started is None:
+        return f"its process {pid} on this host is gone"
+    if holder.get("pid_start") is not None and started != holder["pid_start"]:
+        return f"its process {pid} on this host is gone (the pid now belongs to a newer process)"
+    return None
 
 
 def _expired(holder: dict[str, Any]) -> bool:

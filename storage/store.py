@@ -34,6 +34,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from functools import cached_property
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -254,15 +255,18 @@ class Store:
 
     # ---- locking -----------------------------------------------------------------------------------
     def lock(self, run: str, owner: str | None = None, ttl_s: float = 300.0, wait_s: float = 0.0,
-             heartbeat: bool = True) -> RunLock:
+             heartbeat: bool = True, holder_gone: Callable[[dict[str, Any]], str | None] | None = None
+             ) -> RunLock:
         """The writer lock of ``run``: ``with store.lock(run, owner="flow-run-id"):`` ... stage, commit.
 
         Raises ``StoreLocked`` naming the holder if another live writer holds it (after waiting up to
-        ``wait_s``). A holder that stops refreshing (crashed) loses it ``ttl_s`` after its last heartbeat.
+        ``wait_s``). A holder that stops refreshing (crashed) loses it ``ttl_s`` after its last heartbeat; one
+        that is provably gone (a dead process on this machine, or ``holder_gone(holder)`` says why) at once.
         """
         _check_key(run, 0)
         path = f"{self.root}/_locks/run={run}.json"
-        return RunLock(self.fs, path, self._uri(path), run, owner, ttl_s, wait_s, heartbeat)
+        return RunLock(self.fs, path, self._uri(path), run, owner, ttl_s, wait_s, heartbeat,
+                       holder_gone=holder_gone)
 
     # ---- reading -----------------------------------------------------------------------------------
     def _commits(self, run: str | None = None, iteration: int | None = None) -> list[Commit]:

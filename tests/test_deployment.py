@@ -328,3 +328,27 @@ def test_finished_runs_leave_no_flow_run_process(server, served):
     kids = psutil.Process(served.pid).children(recursive=True)
     running = [p for p in kids if "prefect.engine" in " ".join(p.cmdline())]
     assert running == [], [p.cmdline() for p in running]
+
+
+def test_a_lock_held_by_a_finished_flow_run_is_recognised(server):
+    """The flow's lock takeover asks the server: a holder whose flow run is Crashed is gone, a Running one is not."""
+    from prefect import flow as prefect_flow
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Crashed, Running
+
+    from flows.lock_holder import flow_run_finished
+
+    @prefect_flow(name="lock-holder-probe")
+    def probe() -> None:
+        pass
+
+    with _api(server) as client:
+        run = client.create_flow_run(probe, state=Running())
+    holder = {"owner": f"flow-run {run.id}", "host": "another-host", "pid": 1}
+    with temporary_settings({PREFECT_API_URL: server.url}):
+        assert flow_run_finished(holder) is None  # running: still the holder
+        assert flow_run_finished(holder, current_run_id=str(run.id)) is None  # ourselves: never
+        with _api(server) as client:
+            client.set_flow_run_state(run.id, Crashed(), force=True)
+        assert flow_run_finished(holder) == f"its flow run {run.id} is Crashed"
+        assert flow_run_finished({"owner": "someone else"}) is None

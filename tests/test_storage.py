@@ -701,3 +701,56 @@ def test_s3_settings_from_the_standard_aws_variables(s3_server, monkeypatch):
     # Explicit options win over the environment.
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
     assert open_store(url, {"endpoint_url": s3_server.endpoint_url}).latest_iteration("run1") == 0
+
+
+def _hold_lock_in_a_subprocess(url: str, env: dict[str, str], run: str) -> subprocess.Popen:
+    """A real process holding ``run``'s lock (heartbeat on, long TTL), as a flow run would."""
+    code = ("import sys, time\nfrom storage import open_store\n"
+            f"lock = open_store({url!r}).lock({run!r}, owner='crashed-flow', ttl_s=300).acquire()\n"
+            "print('held', flush=True)\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=str(Path(__file__).resolve().parent.parent))
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_lock_whose_holder_died_on_this_machine_is_taken_over_at_once(store, store_location, subprocess_env,
+                                                                        caplog):
+    """A kill -9 during a run used to block the next run for the lock's whole TTL (300 s)."""
+    holder = _hold_lock_in_a_subprocess(store_location[0], subprocess_env, "run1")
+    try:
+        with pytest.raises(StoreLocked, match="'crashed-flow'"):  # alive: refused, however long its TTL
+            store.lock("run1", owner="flow-B").acquire()
+    finally:
+        holder.kill()  # kill -9: no release, the lock stays with 300 s to live
+        holder.wait()
+    assert store.lock("run1").holder()["owner"] == "crashed-flow"
+    with caplog.at_level("WARNING", logger="stepcoder.storage"):
+        with store.lock("run1", owner="flow-B", ttl_s=60) as lock:
+            assert lock.holder()["owner"] == "flow-B"
+    assert any("took over the lock of run 'run1'" in r.message and "is gone" in r.message for r in caplog.records)
+
+
+def test_a_holder_on_another_machine_is_never_presumed_dead(store):
+    from storage.lock import holder_process_gone
+
+    lock = store.lock("run1", owner="elsewhere", ttl_s=300, heartbeat=False).acquire()
+    body = lock.holder()
+    assert holder_process_gone(body) is None  # us, alive
+    dead_pid = {**body, "pid": 2**22 + 12345}  # beyond pid_max: no such process here
+    assert "is gone" in holder_process_gone(dead_pid)
+    assert holder_process_gone({**dead_pid, "boot_id": "another-boot"}) is None
+    assert holder_process_gone({**dead_pid, "host": "another-host"}) is None
+    assert holder_process_gone({**dead_pid, "pid_ns": "pid:[1]"}) is None
+    reused = {**body, "pid_start": body["pid_start"] - 1}  # our pid, but the holder started earlier
+    assert "newer process" in holder_process_gone(reused)
+    lock.release()
+
+
+def test_a_holder_the_orchestrator_reports_finished_is_taken_over(store):
+    store.lock("run1", owner="flow-run 42", ttl_s=300, heartbeat=False).acquire()  # alive, our own pid
+    with pytest.raises(StoreLocked):
+        store.lock("run1", owner="flow-B", holder_gone=lambda h: None).acquire()
+    finished = lambda h: "its flow run is Crashed" if h["owner"] == "flow-run 42" else None  # noqa: E731
+    with store.lock("run1", owner="flow-B", holder_gone=finished) as lock:
+        assert lock.holder()["owner"] == "flow-B"
