@@ -155,4 +155,6 @@ def stepcoder(
         cfg.run_name, owner=f"{OWNER_PREFIX}{flow_run.id}", wait_s=cfg.orchestration.lock_wait_s,
         holder_gone=lambda holder: flow_run_finished(holder, flow_run.id))
     with lock:
+        if lock.took_over:
+            get_run_logger().warning(lock.took_over)
         return [run_iteration(cfg, lock) for _ in range(iterations)]

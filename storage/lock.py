@@ -65,6 +65,7 @@ class RunLock:
         self.ttl_s, self.wait_s, self.poll_s = float(ttl_s), float(wait_s), float(poll_s)
         self.heartbeat, self.holder_gone = heartbeat, holder_gone
         self.token: str | None = None  # set while held
+        self.took_over: str | None = None  # what acquire() said when it took the lock from a gone holder
         self._lost: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,7 +91,8 @@ class RunLock:
             gone = None if _expired(holder) else self._gone(holder)
             if (_expired(holder) or gone) and self._take_over(holder):
                 if gone:
-                    logger.warning("took over the lock of run %r from %s: %s", self.run, _describe(holder), gone)
+                    self.took_over = f"took over the lock of run {self.run!r} from {_describe(holder)}: {gone}"
+                    logger.warning("%s", self.took_over)
                 continue
             if time.monotonic() >= deadline:
                 raise StoreLocked(self._locked_message(holder), holder)

@@ -728,6 +728,7 @@ def test_a_lock_whose_holder_died_on_this_machine_is_taken_over_at_once(store, s
     with caplog.at_level("WARNING", logger="stepcoder.storage"):
         with store.lock("run1", owner="flow-B", ttl_s=60) as lock:
             assert lock.holder()["owner"] == "flow-B"
+            assert "is gone" in lock.took_over
     assert any("took over the lock of run 'run1'" in r.message and "is gone" in r.message for r in caplog.records)
 
 
