@@ -51,6 +51,13 @@ def run(
     except ConfigError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
+    from flows.preflight import preflight
+
+    problems = preflight(cfg)  # a wrong path or a store that is down: one line each, before Prefect starts
+    for problem in problems:
+        err.print(f"[red]{problem}[/red]", soft_wrap=True)
+    if problems:
+        raise typer.Exit(2)
     from flows.stepcoder_flow import stepcoder
     from storage.lock import StoreLocked
 

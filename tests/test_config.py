@@ -85,3 +85,34 @@ def test_models_that_transform_their_logits_are_refused():
         capped = LlamaConfig(**{**config.to_dict(), name: value})
         with pytest.raises(ValueError, match=f"{name}={value}"):
             ActorCritic(LlamaForCausalLM(capped))
+
+
+def _stepcoder_run(*sets: str, tmp_path) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).parent / "stepcoder"
+    args = [str(cli), "run", "--set", f"checkpoint_dir={tmp_path / 'ckpt'}", "--set", f"store={tmp_path / 'store'}"]
+    for s in sets:
+        args += ["--set", s]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("model.path=/nonexistent/model", "model.path='/nonexistent/model'"),
+    ("store=/proc/stepcoder-store", "store='/proc/stepcoder-store'"),  # not creatable, even by root
+    ("checkpoint_dir=/proc/stepcoder-ckpt", "checkpoint_dir='/proc/stepcoder-ckpt'"),
+    ("store=s3://stepcoder-nowhere/x", "store='s3://stepcoder-nowhere/x'"),
+])
+def test_a_wrong_path_or_an_unreachable_store_is_one_line_not_a_traceback(override, field, tmp_path, monkeypatch):
+    if override.startswith("store=s3"):  # nothing listens there: the client gives up fast
+        monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    res = _stepcoder_run(override, tmp_path=tmp_path)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and field in lines[0], res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
