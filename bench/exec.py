@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script
 
 from stepcoder.execution import make_executor  # noqa: E402
-from stepcoder.execution.sandbox import runner_candidates  # noqa: E402
+from stepcoder.execution.interpreters import runner_candidates  # noqa: E402
 from stepcoder.problems import TestSpec  # noqa: E402
 
 MBPP = REPO / "data" / "mbpp" / "mbpp.jsonl"

@@ -21,6 +21,7 @@ from flows.lock_holder import OWNER_PREFIX, flow_run_finished
 from flows.task_runners import fan_out, make_task_runner
 from stepcoder.config import RunConfig, load_config
 from stepcoder.curriculum import GLOBAL_KEY
+from stepcoder.execution.options import SandboxOptions
 from stepcoder.models import resolve_model
 from stepcoder.rewards import reward_table
 from stepcoder.rollouts import programs_for, rollout_rows, sample_problems
@@ -79,10 +80,7 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     programs = programs_for(plans, completions)
     jobs = [(prog.text, plans[c.prompt_index].problem.tests) for prog, c in zip(programs, completions)]
     e = cfg.execution
-    options = {"timeout_s": e.timeout_s, "budget_s": e.budget_s, "memory_mb": e.memory_mb, "workers": e.workers,
-               "coverage": e.coverage, "python": e.python, "lenient_stdio": e.lenient_stdio,
-               "stop_on_first_failure": e.stop_on_first_failure, "cache": e.cache,
-               "guard_comparisons": e.guard_comparisons, "split_tests": e.split_tests}
+    options = SandboxOptions.from_config(e).as_dict()  # plain keywords: the tasks may run on Dask workers
     if e.backend == "docker":
         options["image"] = e.docker_image
     o = cfg.orchestration

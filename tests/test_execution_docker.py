@@ -165,7 +165,7 @@ def test_containers_are_removed_on_close(client):
 
 def test_runner_rootfs_is_minimal(tmp_path):
     from stepcoder.execution.runner_image import write_rootfs
-    from stepcoder.execution.sandbox import runner_candidates
+    from stepcoder.execution.interpreters import runner_candidates
 
     info = write_rootfs(runner_candidates()[0], tmp_path / "rootfs.tar")
     with tarfile.open(tmp_path / "rootfs.tar") as tar:

@@ -23,7 +23,7 @@ from stepcoder.execution.cache import ResultCache, job_key
 from stepcoder.execution.engine import warn_missing
 from stepcoder.execution.pool import HARNESS_VERSION
 from stepcoder.execution.results import ExecResult
-from stepcoder.execution.sandbox import runner_candidates
+from stepcoder.execution.interpreters import runner_candidates
 from stepcoder.execution.seccomp import RET_ALLOW, filter_bytes
 from stepcoder.problems import TestSpec
 
@@ -328,3 +328,20 @@ def test_worker_sources_are_stdlib_only():
             words = line.split()
             if words[:1] in (["import"], ["from"]) and not line.startswith(" "):
                 assert words[1].split(".")[0].lstrip("_") in stdlib or words[1].split(".")[0] in stdlib, (name, line)
+
+
+def test_sandbox_options_are_one_object_and_unknown_names_are_refused():
+    from stepcoder.config import load_config
+    from stepcoder.execution.options import SandboxOptions
+
+    o = SandboxOptions.of(timeout_s=2.0, preload=["re"])
+    assert (o.timeout_s, o.preload, o.split_tests) == (2.0, ("re",), True)
+    assert SandboxOptions.of(o, split_tests=False).timeout_s == 2.0
+    with pytest.raises(TypeError, match="unknown sandbox option.*timeout;.*valid: .*timeout_s"):
+        SandboxOptions.of(timeout=2)
+    cfg = load_config(None, ["execution.timeout_s=3.5", "execution.split_tests=false"])
+    from_cfg = SandboxOptions.from_config(cfg.execution)
+    assert (from_cfg.timeout_s, from_cfg.split_tests, from_cfg.guard_comparisons) == (3.5, False, True)
+    assert SandboxOptions.of(**from_cfg.as_dict()) == from_cfg  # survives a trip as plain keywords
+    with pytest.raises(TypeError, match="unknown sandbox option"):
+        make_executor("embedded", timeuot_s=1)

@@ -24,8 +24,10 @@ import os
 import socket
 import threading
 import uuid
+from typing import Any
 
-from stepcoder.execution.engine import DEFAULT_PRELOAD, PooledExecutor, warn_missing
+from stepcoder.execution.engine import PooledExecutor, warn_missing
+from stepcoder.execution.options import SandboxOptions
 from stepcoder.execution.pool import BOOTSTRAP, Transport, WorkerPool
 from stepcoder.execution.runner_image import DEFAULT_IMAGE, build_image
 
@@ -153,27 +155,24 @@ def remove_stale_containers(client) -> int:
 
 
 class DockerSandbox(PooledExecutor):
-    """Runs programs in ``workers`` warm runner containers. Arguments as ``EmbeddedSandbox``, plus:
+    """Runs programs in ``options.workers`` warm runner containers. ``options`` (or keywords of the same names):
+    see ``SandboxOptions``; ``python`` defaults to the image's ``stepcoder.python`` label, and containers always
+    run uid 65534 with the stdlib only (``uid``, ``site_packages`` are ignored). Plus:
 
     Args:
         image: the runner image (default ``stepcoder-runner:latest``).
-        python: interpreter inside the image (default: the image's ``stepcoder.python`` label).
         auto_build: build the image from this machine's interpreter if it is missing.
-        uid, site_packages: accepted for interface compatibility; containers always run uid 65534, stdlib only.
     """
 
     backend = "docker"
 
-    def __init__(self, timeout_s: float = 4.0, budget_s: float = 20.0, memory_mb: int = 1024,
-                 max_output_bytes: int = 1 << 20, workers: int | None = None, python: str | None = None,
-                 coverage: bool = True, uid: int | None = 65534, stop_on_first_failure: bool = False,
-                 site_packages: bool = False, header: str = "", lenient_stdio: bool = False, cache: bool = True,
-                 cache_size: int = 50_000, tmp_mb: int = 64, max_processes: int = 32, guard_comparisons: bool = True,
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD, image: str = DEFAULT_IMAGE, auto_build: bool = False,
-                 split_tests: bool = True):
+    def __init__(self, options: SandboxOptions | None = None, *, image: str = DEFAULT_IMAGE,
+                 auto_build: bool = False, **kwargs: Any):
+        o = SandboxOptions.of(options, **kwargs)
+        memory_mb, tmp_mb, max_processes = o.memory_mb, o.tmp_mb, o.max_processes
         import docker
 
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = o.workers or os.cpu_count() or 1
         self.image = image
         self._client = docker_client()
         remove_stale_containers(self._client)
@@ -186,7 +185,7 @@ class DockerSandbox(PooledExecutor):
             logger.warning("runner image %s not found: building it from this machine's interpreter", image)
             build_image(tag=image, client=self._client)
             img = self._client.images.get(image)
-        self.python = python or (img.labels or {}).get("stepcoder.python") or "/usr/bin/python3"
+        self.python = o.python or (img.labels or {}).get("stepcoder.python") or "/usr/bin/python3"
         self._pool_id = uuid.uuid4().hex[:10]
         container_mb = memory_mb + 2 * tmp_mb + CONTAINER_OVERHEAD_MB  # tmpfs pages are charged to it too
         self._host_config = self._client.api.create_host_config(
@@ -197,19 +196,14 @@ class DockerSandbox(PooledExecutor):
             init=False)
         config = {
             "mode": "container", "uid": None, "uid_drop": False, "memory_mb": memory_mb,
-            "cpu_s": math.ceil(budget_s) + 1, "nproc": max_processes * self.workers + 16, "file_mb": tmp_mb,
-            "tmp_mb": tmp_mb, "preload": list(preload), "line_cap": 8 * max_output_bytes + MB,
-            "total_cap": max(64 * MB, 16 * max_output_bytes), "scratch_dir": "/tmp",
+            "cpu_s": math.ceil(o.budget_s) + 1, "nproc": max_processes * self.workers + 16, "file_mb": tmp_mb,
+            "tmp_mb": tmp_mb, "preload": list(o.preload), "line_cap": 8 * o.max_output_bytes + MB,
+            "total_cap": max(64 * MB, 16 * o.max_output_bytes), "scratch_dir": "/tmp",
             "container_protections": list(CONTAINER_PROTECTIONS),
         }
         pool = WorkerPool(self._spawn, self.workers, config, {"backend": self.backend, "image": image},
                           name="docker")
-        self._start_engine(pool, timeout_s=timeout_s, budget_s=budget_s, max_output_bytes=max_output_bytes,
-                           coverage=coverage, header=header, lenient_stdio=lenient_stdio,
-                           stop_on_first_failure=stop_on_first_failure, cache=cache,
-                           cache_size=cache_size, guard_comparisons=guard_comparisons, split_tests=split_tests,
-                           fingerprint={"backend": self.backend, "image": img.id, "python": self.python,
-                                        "memory_mb": memory_mb, "tmp_mb": tmp_mb})
+        self._start_engine(pool, o, fingerprint={"backend": self.backend, "image": img.id, "python": self.python})
         warn_missing(self.backend, self.missing, "Check the Docker engine and the runner image.")
 
     def _spawn(self) -> DockerTransport:

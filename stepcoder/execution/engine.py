@@ -17,22 +17,14 @@ from stepcoder.execution.cache import ResultCache, hit_copy, job_key, options_fi
 from stepcoder.execution.collect import Collector, DriverCollector
 from stepcoder.execution.driver import SplitPlan, plan_for
 from stepcoder.execution.guard import guard_source
-from stepcoder.execution.factory import Executor
+from stepcoder.execution.executor import Executor
+from stepcoder.execution.options import SandboxOptions
 from stepcoder.execution.pool import HARNESS_VERSION, WorkerPool
 from stepcoder.execution.results import ExecResult
 from stepcoder.problems import TestSpec
 
 logger = logging.getLogger("stepcoder.execution")
 
-# Modules imported once by each worker, so a program that imports them pays nothing (its child is a fork): what
-# MBPP solutions, HumanEval/LeetCode prompts and the APPS header import. Left out on purpose: modules that register
-# an at-fork hook (threading, and queue/tempfile/statistics through it) or add much memory for rare use (hashlib,
-# dataclasses): every fork pays for those, whether the program uses them or not.
-DEFAULT_PRELOAD = (
-    "re", "math", "cmath", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing",
-    "random", "copy", "operator", "fractions", "decimal", "datetime", "array", "json", "struct", "enum", "abc",
-    "numbers", "textwrap", "unicodedata",
-)
 
 _warned: set[tuple[str, tuple[str, ...]]] = set()
 _warn_lock = threading.Lock()
@@ -86,21 +78,20 @@ class PooledExecutor(Executor):
 
     backend = "pooled"
 
-    def _start_engine(self, pool: WorkerPool, *, timeout_s: float, budget_s: float, max_output_bytes: int,
-                      coverage: bool, header: str, lenient_stdio: bool, stop_on_first_failure: bool, cache: bool,
-                      cache_size: int, fingerprint: dict[str, Any], guard_comparisons: bool = True,
-                      split_tests: bool = True) -> None:
+    def _start_engine(self, pool: WorkerPool, options: SandboxOptions, fingerprint: dict[str, Any]) -> None:
+        """``fingerprint``: what else decides a result on this backend (interpreter, image), for the cache key."""
+        o = self.options = options
         self._pool = pool
-        self.timeout_s, self.budget_s, self.max_output_bytes = timeout_s, budget_s, max_output_bytes
-        self.coverage, self.header, self.lenient_stdio = coverage, header, lenient_stdio
-        self.stop_on_first_failure, self.guard_comparisons = stop_on_first_failure, guard_comparisons
-        self.split_tests = split_tests
-        self.cache = ResultCache(cache_size) if cache else None
+        self.timeout_s, self.budget_s, self.max_output_bytes = o.timeout_s, o.budget_s, o.max_output_bytes
+        self.coverage, self.header, self.lenient_stdio = o.coverage, o.header, o.lenient_stdio
+        self.stop_on_first_failure, self.guard_comparisons = o.stop_on_first_failure, o.guard_comparisons
+        self.split_tests = o.split_tests
+        self.cache = ResultCache(o.cache_size) if o.cache else None
         self._fingerprint = options_fingerprint(HARNESS_VERSION, {
-            **fingerprint, "timeout_s": timeout_s, "budget_s": budget_s, "max_output_bytes": max_output_bytes,
-            "coverage": coverage, "header": header, "lenient_stdio": lenient_stdio,
-            "stop_on_first_failure": stop_on_first_failure, "guard_comparisons": guard_comparisons,
-            "split_tests": split_tests})
+            **fingerprint, "timeout_s": o.timeout_s, "budget_s": o.budget_s, "max_output_bytes": o.max_output_bytes,
+            "coverage": o.coverage, "header": o.header, "lenient_stdio": o.lenient_stdio,
+            "stop_on_first_failure": o.stop_on_first_failure, "guard_comparisons": o.guard_comparisons,
+            "split_tests": o.split_tests, "memory_mb": o.memory_mb, "tmp_mb": o.tmp_mb})
 
     @property
     def runner_info(self) -> dict[str, Any]:

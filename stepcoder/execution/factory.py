@@ -1,40 +1,19 @@
-"""The executor interface and the factory that picks a backend by name."""
+"""The factory that picks a backend by name, and the shared per-process executors (``Executor``: executor.py)."""
 
 from __future__ import annotations
 
 import atexit
 import threading
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from stepcoder.execution.results import ExecResult
-    from stepcoder.problems import TestSpec
+from stepcoder.execution.executor import Executor
 
 BACKENDS = ("embedded", "docker")
 
 
-class Executor(ABC):
-    """Runs untrusted programs against their tests in a sandbox, never in the caller's process."""
-
-    @abstractmethod
-    def run(self, jobs: Sequence[tuple[str, TestSpec]], progress: bool = False) -> list[ExecResult]:
-        """Run each ``(program, tests)`` job; results come back in input order."""
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> Executor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 def make_executor(backend: str = "embedded", **kwargs: Any) -> Executor:
-    """Build the executor named ``backend`` with the backend's own keyword arguments (see ``EmbeddedSandbox``
-    and ``DockerSandbox``). The caller owns it: ``close()`` it, or use it as a context manager."""
+    """Build the executor named ``backend``: ``SandboxOptions`` fields as keywords (or ``options=``), plus the
+    backend's own (Docker: ``image``, ``auto_build``). The caller owns it: ``close()`` it, or use it as a context manager."""
     if backend == "embedded":
         from stepcoder.execution.sandbox import EmbeddedSandbox
 

@@ -166,7 +166,7 @@ def build_image(python: str | None = None, tag: str = DEFAULT_IMAGE, client=None
     import docker
 
     if python is None:
-        from stepcoder.execution.sandbox import runner_candidates
+        from stepcoder.execution.interpreters import runner_candidates
 
         python = runner_candidates()[0]
     client = client or docker.from_env()

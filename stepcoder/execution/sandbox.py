@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from stepcoder.execution.compare import call_matches, stdio_matches  # noqa: F401  (re-exported, older imports)
-from stepcoder.execution.engine import DEFAULT_PRELOAD, PooledExecutor, warn_missing
+from stepcoder.execution.engine import PooledExecutor, warn_missing
+from stepcoder.execution.interpreters import runner_candidates
+from stepcoder.execution.options import SandboxOptions
 from stepcoder.execution.pool import BOOTSTRAP, Transport, WorkerPool, WorkerStartError
 
 logger = logging.getLogger("stepcoder.execution")
@@ -36,46 +37,6 @@ CGROUP_V1 = Path("/sys/fs/cgroup")
 CGROUP_GROUP = "stepcoder"
 WORKER_OVERHEAD_MB = 96  # the zygote's own memory, charged to the worker's cgroup with the program's
 MB = 1 << 20
-
-
-# ---------------------------------------------------------------- runner interpreter
-
-
-def _version_of(path: str) -> tuple[int, int] | None:
-    """(major, minor) from an interpreter's file name (python3.12), else by asking it."""
-    name = os.path.basename(path)
-    if name.startswith("python3.") and name[8:].isdigit():
-        return 3, int(name[8:])
-    try:
-        out = subprocess.run([path, "-S", "-c", "import sys; print(*sys.version_info[:2])"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.split()
-        return int(out[0]), int(out[1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
-
-
-def runner_candidates() -> list[str]:
-    """Interpreters to try for running programs, cheapest coverage first: Python >= 3.12 has sys.monitoring
-    (coverage nearly free), older ones need sys.settrace (several times slower on CPU-heavy programs).
-    Order: ours if >= 3.12; python3.12 / python3.13 on PATH, in pyenv, in /usr; then ours; then the system's."""
-    ours = os.path.realpath(sys.executable)
-    found: list[str] = []
-    if sys.version_info >= (3, 12):
-        found.append(ours)
-    pyenv = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
-    for minor in (12, 13):
-        names = [shutil.which(f"python3.{minor}") or "", f"/usr/bin/python3.{minor}",
-                 f"/usr/local/bin/python3.{minor}"]
-        names += sorted(glob.glob(f"{pyenv}/versions/3.{minor}.*/bin/python3.{minor}"), reverse=True)
-        for name in names:
-            if name and "/shims/" not in name and os.access(name, os.X_OK):
-                found.append(os.path.realpath(name))
-    found += [ours, "/usr/bin/python3"]
-    unique: list[str] = []
-    for path in found:
-        if path not in unique and os.path.exists(path):
-            unique.append(path)
-    return unique
 
 
 # ---------------------------------------------------------------- cgroups (v1: memory, pids)
@@ -225,45 +186,16 @@ class ProcessTransport(Transport):
 
 
 class EmbeddedSandbox(PooledExecutor):
-    """Runs programs in ``workers`` pre-started sandbox workers on this machine.
-
-    Args:
-        timeout_s: wall-clock limit per test (and for loading the program).
-        budget_s: wall-clock limit for the whole program; tests left when it runs out are ``timeout``.
-        memory_mb: RLIMIT_AS of the program's processes; the worker's cgroup caps them all together at
-            ``memory_mb + tmp_mb`` plus the worker's own overhead.
-        max_output_bytes: cap on captured stdout per test (stdio) and on a returned value's JSON (call).
-        workers: programs run at once (default: CPU count).
-        python: runner interpreter. Default: the cheapest for coverage that works (see ``runner_candidates``).
-        coverage: record executed program lines.
-        uid: uid (and gid) programs run as when we are root; None keeps root (no-new-privileges, no capabilities).
-        stop_on_first_failure: stop a program at its first non-passing test (the rest are ``fail``, not run).
-            Default: run all tests, so executed lines are the union over all of them (what FGO needs).
-        site_packages: let programs import the runner interpreter's installed packages (default: stdlib only).
-        header: code run in the program's namespace before it (see ``APPS_HEADER``); never counted as lines.
-        lenient_stdio: also accept stdout whose per-line token sets match (see ``compare.py``; passes wrong
-            answers, off by default).
-        cache: reuse results of identical jobs (``cache_size`` entries, LRU).
-        tmp_mb: size of the private /tmp (also the largest file a program may write).
-        max_processes: processes one program may have at once (pids cgroup; RLIMIT_NPROC as a backstop).
-        preload: modules each worker imports once, so programs get them for free.
-        guard_comparisons: the program's own ``__eq__``/``__bool__``/... cannot decide an assert test's
-            comparisons (a reward hack; see ``guard.py``). Off: the tests run exactly as written.
-        split_tests: assert tests run in a test driver outside the program's process (``driver.py``), which
-            only sends calls and receives data; off: in the program's process, under the guard.
-    """
+    """Runs programs in ``options.workers`` pre-started sandbox workers on this machine. ``options`` (or keywords
+    of the same names): see ``SandboxOptions``."""
 
     backend = "embedded"
 
-    def __init__(self, timeout_s: float = 4.0, budget_s: float = 20.0, memory_mb: int = 1024,
-                 max_output_bytes: int = 1 << 20, workers: int | None = None, python: str | None = None,
-                 coverage: bool = True, uid: int | None = 65534, stop_on_first_failure: bool = False,
-                 site_packages: bool = False, header: str = "", lenient_stdio: bool = False, cache: bool = True,
-                 cache_size: int = 50_000, tmp_mb: int = 64, max_processes: int = 32, guard_comparisons: bool = True,
-                 preload: tuple[str, ...] = DEFAULT_PRELOAD, split_tests: bool = True):
-        self.workers = workers or os.cpu_count() or 1
-        self.memory_mb, self.uid, self.tmp_mb, self.max_processes = memory_mb, uid, tmp_mb, max_processes
-        self.site_packages = site_packages
+    def __init__(self, options: SandboxOptions | None = None, **kwargs: Any):
+        o = SandboxOptions.of(options, **kwargs)
+        self.workers = o.workers or os.cpu_count() or 1
+        self.memory_mb, self.uid, self.tmp_mb, self.max_processes = o.memory_mb, o.uid, o.tmp_mb, o.max_processes
+        self.site_packages = o.site_packages
         self._scratch = tempfile.mkdtemp(prefix="stepcoder-scratch-")
         os.chmod(self._scratch, 0o711)
         self._pool_id = uuid.uuid4().hex[:10]
@@ -271,13 +203,13 @@ class EmbeddedSandbox(PooledExecutor):
         self._spawn_lock = threading.Lock()
         clean_stale()
         config = {
-            "mode": "host", "uid": uid, "uid_drop": uid is not None, "memory_mb": memory_mb,
-            "cpu_s": math.ceil(budget_s) + 1, "nproc": max_processes * self.workers + 16, "file_mb": tmp_mb,
-            "tmp_mb": tmp_mb, "preload": list(preload), "line_cap": 8 * max_output_bytes + MB,
-            "total_cap": max(64 * MB, 16 * max_output_bytes), "scratch_dir": self._scratch,
+            "mode": "host", "uid": o.uid, "uid_drop": o.uid is not None, "memory_mb": o.memory_mb,
+            "cpu_s": math.ceil(o.budget_s) + 1, "nproc": o.max_processes * self.workers + 16, "file_mb": o.tmp_mb,
+            "tmp_mb": o.tmp_mb, "preload": list(o.preload), "line_cap": 8 * o.max_output_bytes + MB,
+            "total_cap": max(64 * MB, 16 * o.max_output_bytes), "scratch_dir": self._scratch,
         }
         errors = []
-        candidates = [python] if python else runner_candidates()
+        candidates = [o.python] if o.python else runner_candidates()
         for candidate in candidates:
             self.python = candidate
             try:
@@ -290,12 +222,8 @@ class EmbeddedSandbox(PooledExecutor):
         else:
             shutil.rmtree(self._scratch, ignore_errors=True)
             raise RuntimeError("no runner interpreter works for the embedded sandbox:\n  " + "\n  ".join(errors))
-        self._start_engine(pool, timeout_s=timeout_s, budget_s=budget_s, max_output_bytes=max_output_bytes,
-                           coverage=coverage, header=header, lenient_stdio=lenient_stdio,
-                           stop_on_first_failure=stop_on_first_failure, cache=cache,
-                           cache_size=cache_size, guard_comparisons=guard_comparisons, split_tests=split_tests,
-                           fingerprint={"backend": self.backend, "python": self.python, "memory_mb": memory_mb,
-                                        "tmp_mb": tmp_mb, "site_packages": site_packages})
+        self._start_engine(pool, o, fingerprint={"backend": self.backend, "python": self.python,
+                                                 "site_packages": o.site_packages})
         warn_missing(self.backend, self.missing, "Run as root on Linux (cgroup v1 memory/pids controllers for "
                      "the cgroup limits), or use the docker backend.")
 
