@@ -22,6 +22,7 @@ from flows.task_runners import fan_out, make_task_runner
 from stepcoder.config import RunConfig, load_config
 from stepcoder.curriculum import GLOBAL_KEY
 from stepcoder.execution.options import SandboxOptions
+from stepcoder.faults import crash_point
 from stepcoder.models import resolve_model
 from stepcoder.rewards import reward_table
 from stepcoder.rollouts import programs_for, rollout_rows, sample_problems
@@ -75,6 +76,7 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     t = time.perf_counter()
     plans, completions = generate(cfg, batch_problems, state.stages, base_dir, policy_dir, it)
     timings["generate"] = time.perf_counter() - t
+    crash_point("generate", it)
 
     t = time.perf_counter()
     programs = programs_for(plans, completions)
@@ -88,6 +90,7 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     runner = make_task_runner(o.task_runner, o.max_workers, o.dask_address)
     results = [r for chunk in fan_out(execute_chunk, calls, runner) for r in chunk]
     timings["execute"] = time.perf_counter() - t
+    crash_point("execute", it)
 
     t = time.perf_counter()
     r = cfg.reward
@@ -98,6 +101,7 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
                                        (r.exec_weight, r.ast_weight, r.dfg_weight))
     stage_tables(cfg.store, cfg.run_name, it, {"rollouts": rollouts, "test_results": test_rows}, so)
     timings["store"] = time.perf_counter() - t
+    crash_point("staged", it)
 
     t = time.perf_counter()
     ckpt_dir = _checkpoint_dir(cfg, it)
@@ -127,7 +131,9 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
         "pass_rate": summary["pass_rate"],
         "reward_mean": summary["reward_mean"],
     }]}, so)
+    crash_point("before_commit", it)
     commit_iteration(cfg.store, cfg.run_name, it, lock, so)
+    crash_point("after_commit", it)
     _prune_checkpoints(cfg, cfg.ppo.keep_checkpoints)
     summary.update(store=cfg.store, checkpoint=checkpoint, timings=timings)
     publish_report(summary)  # markdown artifact + <store>/runs/<run>/learning_curves.png

@@ -568,6 +568,17 @@ def _encode(x, refs: list):
     return {"r": len(refs) - 1}
 
 
+def _global(ns: dict, name: str):
+    """A name of the program's module, as its code would see it (NameError if it has none)."""
+    try:
+        return ns[name]
+    except KeyError:
+        try:
+            return getattr(builtins, name)
+        except AttributeError:
+            raise NameError(f"name {name!r} is not defined") from None
+
+
 def _decode(x, refs: list, ns: dict):
     """The driver's data (trusted) as Python values of this process."""
     if type(x) is list:
@@ -595,6 +606,8 @@ def _decode(x, refs: list, ns: dict):
         return decimal.Decimal(v)
     if tag == "r":
         return refs[v]
+    if tag == "n":  # a name of the program's module passed by the test (MBPP's `f(root)`)
+        return _global(ns, v)
     if tag == "y":
         return getattr(builtins, v)
     if tag == "L":
@@ -635,11 +648,12 @@ class _Requests:
 
 def _serve_one(req: dict, ns: dict, refs: list, trace: bool) -> dict:
     op, target = req["op"], req["target"]
-    args = _decode(req.get("args") or [], refs, ns)
-    kwargs = {k: _decode(v, refs, ns) for k, v in (req.get("kwargs") or {}).items()}
+    args = []
 
     def run():
-        obj = refs[target["r"]] if type(target) is dict else ns[target]  # NameError: as in the program's module
+        args[:] = _decode(req.get("args") or [], refs, ns)
+        kwargs = {k: _decode(v, refs, ns) for k, v in (req.get("kwargs") or {}).items()}
+        obj = refs[target["r"]] if type(target) is dict else _global(ns, target)
         if op == "call":
             return obj(*args, **kwargs)
         if op == "getattr":

@@ -85,7 +85,9 @@ def make_experience(
         raise ValueError(f"unknown old_logprobs source {old_logprobs!r}; valid: {', '.join(OLD_LOGPROB_SOURCES)}")
     width = batch.action_mask.shape[1]
     # Scored longest first, so each micro-batch pads to a length close to its rows' own; put back in order.
-    order = by_length(torch.arange(len(batch)), batch.attention_mask.sum(dim=1))
+    order = torch.arange(len(batch))
+    if len(batch) > micro_batch_size:
+        order = by_length(order, batch.attention_mask.sum(dim=1))
     lp, v, ref = [], [], []
     for start in range(0, len(batch), micro_batch_size):
         mb = batch.select(order[start : start + micro_batch_size])

@@ -19,6 +19,7 @@ import torch
 
 from stepcoder import ppo
 from stepcoder.config import PPOConfig, RunConfig
+from stepcoder.faults import crash_point
 from stepcoder.training.actor_critic import ActorCritic, check_plain_lm_head, lm_logits
 from stepcoder.training.batch import PPOBatch, by_length
 from stepcoder.training.distributed import init_distributed
@@ -181,7 +182,9 @@ class PPOTrainer:
             for mb_index, start in enumerate(range(0, n, hp.minibatch_size)):
                 # Micro-batches of similar lengths pad least (each is trimmed to its longest row); the
                 # minibatch-wide normalisers make the gradient independent of this split.
-                mb_rows = by_length(perm[start : start + hp.minibatch_size], lengths)
+                mb_rows = perm[start : start + hp.minibatch_size]
+                if len(mb_rows) > hp.micro_batch_size:  # one micro-batch: nothing to gain, keep the row order
+                    mb_rows = by_length(mb_rows, lengths)
                 # Each loss is normalised by the whole minibatch's count, not per micro-batch, so the gradient
                 # does not depend on how the minibatch is split (docs/algorithm.md, "Losses").
                 norms = {name: ppo.loss_normalizer(m[mb_rows], hp.loss_agg)
@@ -270,6 +273,7 @@ class PPOTrainer:
             src = Path(tokenizer_dir) / name
             if src.exists():
                 shutil.copy2(src, tmp / "policy" / name)
+        crash_point("checkpoint")  # fault-injection tests: the policy is written, the optimizer state is not
         module.save_value_head(tmp)
         if module.critic_lm is not None:
             module.critic_lm.save_pretrained(tmp / "critic", safe_serialization=True)
