@@ -14,12 +14,14 @@ import pyarrow as pa
 
 # Each table's schema version, stored in every file it writes. Bump a table's number when you add a column.
 SCHEMA_VERSIONS: dict[str, int] = {
-    "rollouts": 2,  # 2: r_exec, r_ast, r_dfg
-    "test_results": 2,  # 2: isolation
-    "curriculum": 1,
-    "train_metrics": 3,  # 2: logprob_gap; 3: critic_lr, explained_variance over the batch before the update
+    # Latest bump of rollouts, test_results, curriculum, train_metrics, iterations: scalar floats are DOUBLE (they
+    # were REAL, so a reward of -0.6 read back as -0.6000000238418579); older files' float32 values read as DOUBLE.
+    "rollouts": 3,  # 2: r_exec, r_ast, r_dfg
+    "test_results": 3,  # 2: isolation
+    "curriculum": 2,
+    "train_metrics": 4,  # 2: logprob_gap; 3: critic_lr, explained_variance over the batch before the update
     "evals": 1,
-    "iterations": 2,  # 2: time_eval_s
+    "iterations": 3,  # 2: time_eval_s
 }
 
 # Partition columns: encoded in the path, added back by readers.
@@ -50,17 +52,17 @@ ROLLOUTS = _schema(
     ("old_logprobs", pa.list_(pa.float32())),  # log π_old(a_t|s_t), one per completion token
     ("fgo_mask", pa.list_(pa.uint8())),  # FGO: 1 = token on an executed line, 0 = masked out of the loss
     ("outcome", pa.string()),
-    ("reward", pa.float32()),
+    ("reward", pa.float64()),
     ("tests_passed", pa.int32()),
     ("tests_total", pa.int32()),
     ("executed_lines", pa.list_(pa.int32())),
-    ("exec_time_ms", pa.float32()),
+    ("exec_time_ms", pa.float64()),
     ("checkpoint_id", pa.string()),
     ("cache_hit", pa.bool_()),
     ("finish_reason", pa.string()),
-    ("r_exec", pa.float32()),  # compiler / unit-test part of the reward
-    ("r_ast", pa.float32()),  # PPOCoder: AST (syntax) match with the reference, else NULL
-    ("r_dfg", pa.float32()),  # PPOCoder: data-flow-graph match with the reference, else NULL
+    ("r_exec", pa.float64()),  # compiler / unit-test part of the reward
+    ("r_ast", pa.float64()),  # PPOCoder: AST (syntax) match with the reference, else NULL
+    ("r_dfg", pa.float64()),  # PPOCoder: data-flow-graph match with the reference, else NULL
 )
 
 # One row per (rollout, unit test).
@@ -70,7 +72,7 @@ TEST_RESULTS = _schema(
     ("sample_index", pa.int32()),
     ("test_index", pa.int32()),
     ("status", pa.string()),
-    ("time_ms", pa.float32()),
+    ("time_ms", pa.float64()),
     # "split": test code and expected values never in the program's process; "in_process": beside it, guarded
     ("isolation", pa.string()),
 )
@@ -84,7 +86,7 @@ CURRICULUM = _schema(
     ("split_line", pa.int32()),
     ("samples", pa.int32()),
     ("passes", pa.int32()),
-    ("pass_rate", pa.float32()),
+    ("pass_rate", pa.float64()),
     ("advanced", pa.bool_()),
     ("full_stage", pa.bool_()),  # sampled at the final stage for practice this iteration (stage unchanged)
 )
@@ -94,19 +96,19 @@ TRAIN_METRICS = _schema(
     ("step", pa.int32()),
     ("epoch", pa.int32()),
     ("minibatch", pa.int32()),
-    ("policy_loss", pa.float32()),
-    ("value_loss", pa.float32()),
-    ("entropy", pa.float32()),
-    ("approx_kl", pa.float32()),
-    ("clipfrac", pa.float32()),
-    ("kl_ref", pa.float32()),
-    ("kl_coef", pa.float32()),
-    ("explained_variance", pa.float32()),
-    ("grad_norm", pa.float32()),
-    ("masked_fraction", pa.float32()),
-    ("lr", pa.float32()),  # the actor's
-    ("critic_lr", pa.float32()),  # the value head's (and critic trunk's)
-    ("logprob_gap", pa.float32()),  # mean |log π_vLLM − log π_trainer| over completion tokens
+    ("policy_loss", pa.float64()),
+    ("value_loss", pa.float64()),
+    ("entropy", pa.float64()),
+    ("approx_kl", pa.float64()),
+    ("clipfrac", pa.float64()),
+    ("kl_ref", pa.float64()),
+    ("kl_coef", pa.float64()),
+    ("explained_variance", pa.float64()),
+    ("grad_norm", pa.float64()),
+    ("masked_fraction", pa.float64()),
+    ("lr", pa.float64()),  # the actor's
+    ("critic_lr", pa.float64()),  # the value head's (and critic trunk's)
+    ("logprob_gap", pa.float64()),  # mean |log π_vLLM − log π_trainer| over completion tokens
 )
 
 # One row per (eval, dataset, metric) computed on this iteration's checkpoint.
@@ -125,15 +127,15 @@ ITERATIONS = _schema(
     ("checkpoint_uri", pa.string()),
     ("started_at", pa.timestamp("us", tz="UTC")),
     ("finished_at", pa.timestamp("us", tz="UTC")),
-    ("time_generate_s", pa.float32()),
-    ("time_execute_s", pa.float32()),
-    ("time_store_s", pa.float32()),
-    ("time_train_s", pa.float32()),
-    ("time_eval_s", pa.float32()),
+    ("time_generate_s", pa.float64()),
+    ("time_execute_s", pa.float64()),
+    ("time_store_s", pa.float64()),
+    ("time_train_s", pa.float64()),
+    ("time_eval_s", pa.float64()),
     ("num_problems", pa.int32()),
     ("num_rollouts", pa.int32()),
-    ("pass_rate", pa.float32()),
-    ("reward_mean", pa.float32()),
+    ("pass_rate", pa.float64()),
+    ("reward_mean", pa.float64()),
 )
 
 # Key columns stage() insists on (present and non-null); every other column may be missing (-> NULL).

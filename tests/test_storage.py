@@ -755,3 +755,13 @@ def test_a_holder_the_orchestrator_reports_finished_is_taken_over(store):
     finished = lambda h: "its flow run is Crashed" if h["owner"] == "flow-run 42" else None  # noqa: E731
     with store.lock("run1", owner="flow-B", holder_gone=finished) as lock:
         assert lock.holder()["owner"] == "flow-B"
+
+
+def test_rewards_and_rates_read_back_as_written(store):
+    """DOUBLE, not REAL: a reward of -0.6 is -0.6 in SQL, not -0.6000000238418579."""
+    rows = rollouts(2)
+    rows[0]["reward"], rows[1]["reward"] = -0.6, -0.3
+    store.stage("run1", 0, "rollouts", rows)
+    store.commit("run1", 0)
+    got = store.connect().sql("SELECT reward FROM rollouts ORDER BY sample_index").fetchall()
+    assert got == [(-0.6,), (-0.3,)]
