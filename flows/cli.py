@@ -7,6 +7,7 @@ together for a person at a terminal.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -69,6 +70,10 @@ def run(
         raise typer.Exit(3)
     for summary in summaries:
         print_summary(summary)
+    console.print(f"where the run stands: [bold]stepcoder status {cfg.run_name} --store {cfg.store}[/bold]")
+    api = os.environ.get("PREFECT_API_URL", "")
+    if api:  # a configured server (not the ephemeral one): its UI shows the flow runs and artifacts
+        console.print(f"flow runs and artifacts: {api.removesuffix('/api')}/runs")
 
 
 def print_summary(s: dict) -> None:
@@ -181,6 +186,11 @@ def model_prepare(
 from flows.report_cmd import report_command  # noqa: E402  (no Prefect import: the command works offline)
 
 app.command("report")(report_command)
+
+# `stepcoder status [RUN]`: where each run stands (no Prefect import either).
+from flows.status_cmd import status_command  # noqa: E402
+
+app.command("status")(status_command)
 
 
 def main() -> None:  # pragma: no cover - console entry
