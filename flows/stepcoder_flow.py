@@ -33,7 +33,7 @@ from tasks.advance import advance_curriculum
 from tasks.data import load_training_problems
 from tasks.evaluate import evaluate_checkpoint
 from tasks.execute import execute_chunk
-from tasks.generate import generate
+from tasks.generate import generate, sleep_engines
 from tasks.store import commit_iteration, discard_staged, stage_tables
 from tasks.train import train
 
@@ -77,6 +77,8 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     plans, completions = generate(cfg, batch_problems, state.stages, base_dir, policy_dir, it)
     timings["generate"] = time.perf_counter() - t
     crash_point("generate", it)
+    if cfg.generation.sleep_mode:  # GPUs shared with DeepSpeed: vLLM's memory is the trainer's until next time
+        sleep_engines()
 
     t = time.perf_counter()
     programs = programs_for(plans, completions)

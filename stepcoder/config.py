@@ -108,6 +108,14 @@ class GenerationConfig(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="must stay 1: see the validator")
     max_new_tokens: int = Field(256, gt=0)
     seed: int = 0
+    # GPU settings, passed to vLLM (stepcoder/generation/engine_args.py); CPU runs keep the defaults
+    tensor_parallel_size: int = Field(1, gt=0, description="vLLM tensor-parallel degree (GPUs per engine)")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="share of each GPU vLLM takes for weights + KV cache (None: vLLM's 0.9); "
+        "the rest is DeepSpeed's when they share GPUs")
+    sleep_mode: bool = Field(False, description="GPU: vLLM frees its KV cache and offloads its weights while "
+                             "DeepSpeed trains on the same GPUs, and wakes before the next generate")
+    enforce_eager: bool = Field(True, description="no CUDA graphs (false on GPUs: faster decoding)")
 
     @model_validator(mode="after")
     def _full_softmax(self) -> "GenerationConfig":

