@@ -93,11 +93,11 @@ def test_every_iteration_is_committed_exactly_once(crashed_then_resumed):
                    "ORDER BY iteration").fetchall()
     expected = con.sql("SELECT iteration, num_rollouts, num_rollouts FROM iterations ORDER BY iteration").fetchall()
     assert rows == expected and rows[0][1] > 0, rows  # each iteration's rollouts once: none from a crashed attempt
-    (dups,) = con.sql("SELECT count(*) - count(DISTINCT rollout_id) FROM rollouts").fetchone()
+    ((dups,),) = con.sql("SELECT count(*) - count(DISTINCT rollout_id) FROM rollouts").fetchall()
     assert dups == 0
-    tests = con.sql("SELECT count(*) FROM test_results t JOIN rollouts r USING (rollout_id)").fetchone()[0]
-    assert tests == con.sql("SELECT count(*) FROM test_results").fetchone()[0]  # no orphan staged test rows
-    assert con.sql("SELECT count(*) FROM iterations").fetchone()[0] == 2
+    tests = con.sql("SELECT count(*) FROM test_results t JOIN rollouts r USING (rollout_id)").fetchall()[0][0]
+    assert tests == con.sql("SELECT count(*) FROM test_results").fetchall()[0][0]  # no orphan staged test rows
+    assert con.sql("SELECT count(*) FROM iterations").fetchall()[0][0] == 2
 
 
 def test_iteration_two_trained_from_iteration_one_never_a_torn_checkpoint(crashed_then_resumed):
@@ -105,8 +105,8 @@ def test_iteration_two_trained_from_iteration_one_never_a_torn_checkpoint(crashe
     con = store.connect()
     assert {r[0] for r in con.sql("SELECT DISTINCT checkpoint_id FROM rollouts WHERE iteration = 2").fetchall()} \
         == {"iter-000001"}
-    last_1 = con.sql("SELECT max(step) FROM train_metrics WHERE iteration = 1").fetchone()[0]
-    first_2 = con.sql("SELECT min(step) FROM train_metrics WHERE iteration = 2").fetchone()[0]
+    last_1 = con.sql("SELECT max(step) FROM train_metrics WHERE iteration = 1").fetchall()[0][0]
+    first_2 = con.sql("SELECT min(step) FROM train_metrics WHERE iteration = 2").fetchall()[0][0]
     assert first_2 == last_1 + 1  # the optimizer state of iteration 1's checkpoint was loaded
     ckpts = sorted(p.name for p in (root / "ckpt" / RUN).iterdir())
     assert ckpts == ["iter-000002"], ckpts  # pruned to keep_checkpoints=1; no torn .tmp left in place
