@@ -26,6 +26,7 @@ an overwrite of an iteration may fail on that iteration's deleted files and has 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -50,8 +51,9 @@ from storage.manifest import (
 )
 from storage.objects import (
     arrow_filesystem, create_only, filesystem, invalidate, is_local, list_files, read_bytes, read_many, remove,
-    write_atomic,
+    resolve_options, write_atomic,
 )
+from storage.retry import retrying
 from storage.schemas import PARTITION_FIELDS, REQUIRED, SCHEMA_VERSION_FIELD, SCHEMA_VERSIONS, TABLES
 
 _RUN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # safe as a path segment and a hive value
@@ -73,6 +75,16 @@ _BULKY = ("prompt", "completion", "program", "prompt_ids", "completion_ids", "ol
 _BYTE_STREAM_SPLIT = ("old_logprobs",)
 
 
+def _retried(method):
+    """An object store's operation, retried across an outage (storage/retry.py); local stores call it once."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.local:
+            return method(self, *args, **kwargs)
+        return retrying(lambda: method(self, *args, **kwargs), method.__name__, self.endpoint, self.retry_s)
+    return wrapper
+
+
 class IterationAlreadyCommitted(RuntimeError):
     """commit() found a marker for (run, iteration); pass overwrite=True to replace it."""
 
@@ -85,13 +97,26 @@ class Store:
     from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``.
     """
 
-    def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None):
+    def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None,
+                 retry_s: float | None = None):
         self.url = str(url)
         self.storage_options = dict(storage_options or {})
+        # An object store's operations are retried across an outage for this long (storage/retry.py); the
+        # option may also come in storage_options (the run config's store_options), as `retry_s`.
+        option = self.storage_options.pop("retry_s", None)
+        self.retry_s = float(retry_s if retry_s is not None else option if option is not None else 60.0)
         self.fs, self.root = filesystem(self.url, self.storage_options)
         self.local = is_local(self.fs)
         if self.local:
             self.fs.makedirs(self.root, exist_ok=True)
+
+    @cached_property
+    def endpoint(self) -> str:
+        """Where the store's server is, for messages (the URL itself for a local store)."""
+        if self.local:
+            return self.url
+        opts = resolve_options(self.url, self.storage_options)
+        return opts.get("endpoint_url") or opts.get("client_kwargs", {}).get("endpoint_url") or self.url
 
     @cached_property
     def arrow_fs(self) -> pafs.FileSystem:
@@ -119,6 +144,7 @@ class Store:
         return path if self.local else self.fs.unstrip_protocol(path)
 
     # ---- writing -----------------------------------------------------------------------------------
+    @_retried
     def stage(self, run: str, iteration: int, table: str, data: pa.Table | list[dict]) -> None:
         """Validate ``data`` against ``table``'s schema and write it, invisible to readers until ``commit``.
 
@@ -134,6 +160,7 @@ class Store:
                    "staged_at": datetime.now(timezone.utc).isoformat(), "footer": encode_footer(footer)}
         write_atomic(self.fs, f"{self._staging_dir(run, iteration)}/{table}.json", json.dumps(pointer).encode())
 
+    @_retried
     def read_staged(self, run: str, iteration: int, table: str, columns: list[str] | None = None) -> pa.Table:
         """The staged (uncommitted) rows of one table, as written by ``stage``."""
         _check_key(run, iteration)
@@ -166,6 +193,7 @@ class Store:
                 out[pointer["table"]] = pointer
         return out
 
+    @_retried
     def discard_staged(self, run: str, iteration: int) -> None:
         """Drop everything staged for (run, iteration), and any uncommitted leftovers of earlier attempts.
 
@@ -176,6 +204,7 @@ class Store:
         old = self._read_commit(run, iteration)
         self._cleanup(run, iteration, keep=_file_set(old) if old else set())
 
+    @_retried
     def commit(self, run: str, iteration: int, overwrite: bool = False, lock: RunLock | None = None) -> None:
         """Make the staged tables of (run, iteration) visible, all at once.
 
@@ -279,6 +308,7 @@ class Store:
         found = self._commits(run, iteration)
         return found[0] if found else None
 
+    @_retried
     def committed_iterations(self, run: str) -> list[int]:
         _check_key(run, 0)
         return sorted(it for _, it in list_markers(self.arrow_fs, self.root, run).latest)
@@ -287,10 +317,12 @@ class Store:
         its = self.committed_iterations(run)
         return its[-1] if its else None
 
+    @_retried
     def runs(self) -> list[str]:
         """Runs with at least one committed iteration."""
         return sorted({r for r, _ in list_markers(self.arrow_fs, self.root).latest})
 
+    @_retried
     def read(self, table: str, run: str | None = None, iteration: int | None = None,
              columns: list[str] | None = None) -> pa.Table:
         """Committed rows of ``table`` (optionally one run / iteration), with ``run`` and ``iteration``.
@@ -338,6 +370,7 @@ class Store:
         dataset.footers = list(cached.values())[-_SIZE_SAMPLE:]
         return dataset
 
+    @_retried
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with a ``commits`` view and one view per table.
 
@@ -432,8 +465,10 @@ def _write_parquet(table: pa.Table, f, footer: list | None = None) -> None:
     )
 
 
-def open_store(url: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> Store:
-    return Store(url, storage_options)
+def open_store(url: str | os.PathLike, storage_options: dict[str, Any] | None = None,
+               retry_s: float | None = None) -> Store:
+    """``retry_s``: how long an object store's operations are retried across an outage (default 60 s)."""
+    return Store(url, storage_options, retry_s)
 
 
 def connect(

@@ -44,6 +44,7 @@ class S3Server:
     bucket: str
     pid: int
     log: Path = field(repr=False)
+    ports: tuple[int, ...] = field(default=(), repr=False)  # of each _PORT_FLAGS entry, to restart on them
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -88,15 +89,17 @@ def _free_ports(n: int) -> list[int]:
 
 @contextmanager
 def seaweedfs(workdir: str | os.PathLike | None = None, bucket: str = "stepcoder",
-              ready_timeout_s: float = 60.0, extra_args: tuple[str, ...] = ()) -> Iterator[S3Server]:
-    """Start ``weed mini`` with a fresh data dir and credentials, create ``bucket``, stop it on exit."""
+              ready_timeout_s: float = 60.0, extra_args: tuple[str, ...] = (),
+              same_as: S3Server | None = None) -> Iterator[S3Server]:
+    """Start ``weed mini`` with a fresh data dir and credentials, create ``bucket``, stop it on exit.
+    ``same_as``: restart that server (same ``workdir``, ports and credentials: its data is still there)."""
     own_dir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="seaweedfs-")) if own_dir else Path(workdir)
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     log_path = root / "weed.log"
-    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS))))
-    key, secret = "stepcoder-test", secrets.token_hex(16)
+    ports = dict(zip(_PORT_FLAGS, same_as.ports if same_as else _free_ports(len(_PORT_FLAGS))))
+    key, secret = "stepcoder-test", same_as.secret if same_as else secrets.token_hex(16)
     cmd = [
         weed_binary(), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false", "-volume.preStopSeconds=0",
@@ -110,7 +113,8 @@ def seaweedfs(workdir: str | os.PathLike | None = None, bucket: str = "stepcoder
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # its own group: a signal to us doesn't hit it
-    server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", key, secret, bucket, proc.pid, log_path)
+    server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", key, secret, bucket, proc.pid, log_path,
+                      tuple(ports.values()))
     try:
         _wait_ready(server, proc, ready_timeout_s)
         _create_bucket(server)
