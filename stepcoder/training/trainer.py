@@ -10,6 +10,7 @@ The math lives in :mod:`stepcoder.ppo`; this file wires models, DeepSpeed and ch
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from dataclasses import dataclass
@@ -266,6 +267,22 @@ class PPOTrainer:
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._write_checkpoint(tmp, Path(tokenizer_dir))
+        except Exception as e:  # noqa: BLE001 - disk full, quota, I/O: drop the partial copy, keep the previous one
+            # torch.save reports a full disk as a RuntimeError ("iostream error"): ask the filesystem instead
+            full = shutil.disk_usage(tmp.parent).free < (1 << 20)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not full and not isinstance(e, OSError):
+                raise
+            code = errno.ENOSPC if full else e.errno
+            raise OSError(code, f"writing checkpoint {out_dir} failed ({'no space left on device' if full else e}); "
+                          "the previous checkpoint is untouched and the next run resumes from it") from e
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+        return out_dir
+
+    def _write_checkpoint(self, tmp: Path, tokenizer_dir: Path) -> None:
         (tmp / "policy").mkdir(parents=True)
         module: ActorCritic = self.engine.module
         module.lm.save_pretrained(tmp / "policy", safe_serialization=True)
@@ -280,9 +297,6 @@ class PPOTrainer:
         self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="latest", save_latest=False)
         state = {"global_step": self.global_step, "kl_controller": self.kl_ctl.state_dict(), "hyper": self.hp.to_dict()}
         (tmp / STATE_FILE).write_text(json.dumps(state))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
-        return out_dir
 
     def _load_state(self, ckpt: Path) -> None:
         self.engine.load_checkpoint(str(ckpt / "deepspeed"), tag="latest")
