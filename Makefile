@@ -14,7 +14,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: gpu-smoke setup run test bench bench-exec bench-train bench-store bench-orchestration bench-learn bench-cleaning \
+.PHONY: soak gpu-smoke setup run test bench bench-exec bench-train bench-store bench-orchestration bench-learn bench-cleaning \
 	docker-engine runner-image clean-run help
 
 help:
@@ -22,6 +22,7 @@ help:
 	@echo "make test [PYTEST_ARGS=...]                        the test suite"
 	@echo "make setup                                         create .venv and install"
 	@echo "make bench                                         speed tables (exec, store, train, orchestration)"
+	@echo "make soak                                          50 tiny iterations in one process: resources stay flat"
 	@echo "make gpu-smoke                                     one tiny iteration on CUDA (skips without a GPU)"
 	@echo "make bench-learn                                   learning benchmark: StepCoder vs its ablations (hours)"
 	@echo "make server / make serve                           local Prefect API + the iterate deployment"
@@ -60,6 +61,10 @@ bench-train: setup
 
 bench-orchestration: setup
 	$(BIN)/python bench/orchestration.py
+
+# 50 tiny iterations in one process: RSS, fds, threads and children must stay flat.
+soak: setup
+	$(BIN)/python bench/soak.py $(ARGS)
 
 # One tiny iteration on CUDA (vLLM CUDA, DeepSpeed NCCL); skips with a message where there is no GPU.
 gpu-smoke: setup
