@@ -65,8 +65,7 @@ def run_status(store, run: str) -> dict[str, Any]:
     holder = store.lock(run).holder()
     out["locked_by"] = None if holder is None else {k: holder.get(k) for k in ("owner", "host", "pid", "expires")}
     png = curves_path(store, run)
-    out["learning_curves"] = (png if store.local else f"{store.fs.unstrip_protocol(png)}") if store.fs.exists(png) \
-        else None
+    out["learning_curves"] = store._uri(png) if store.fs.exists(png) else None
     return out
 
 

@@ -41,7 +41,6 @@ from typing import Any
 from stepcoder.execution.results import TestResult
 
 REPLY_GRACE_S = 2.0  # past a call's own time limit, before the driver stops waiting for the child
-ISOLATION = ("split", "in_process")
 
 
 class ProgramObjectCompared(AssertionError):
