@@ -285,8 +285,8 @@ def main() -> None:
     print(f"[bench-learn] arms {arms}; {args.iterations} iterations × {per_iteration} samples = "
           f"{budget['samples_per_arm']} samples per arm; evaluation on {MAIN_EVAL} every {args.eval_every}")
     previous = json.loads((RESULTS / "summary.json").read_text()) if (RESULTS / "summary.json").exists() else {}
-    finished = {a: s for a, s in previous.get("arms", {}).items()
-                if s.get("iterations") == args.iterations and a in arms}
+    # Every arm already finished at this budget stays in the summary, also when this sitting runs other arms.
+    finished = {a: s for a, s in previous.get("arms", {}).items() if s.get("iterations") == args.iterations}
     # The base model's evaluations (with each problem's outcome) are kept in summary.json: a later sitting on
     # another machine reuses them instead of evaluating the same weights again.
     base = {split: _kept_base(previous, split) or cached_eval(
