@@ -38,11 +38,10 @@ def _human(n: int | None) -> str:
 
 def run_status(store, run: str) -> dict[str, Any]:
     """Everything the status table shows about ``run``, as plain data (tested; the CLI only renders it)."""
-    import fsspec
-
     from flows.report_cmd import CURRICULUM_SQL, curves_path
     from stepcoder.curriculum import stage_counts
     from storage import run_sql
+    from storage.objects import filesystem
 
     con = store.connect()
     try:
@@ -56,8 +55,8 @@ def run_status(store, run: str) -> dict[str, Any]:
         out.update(last_iteration=row["iteration"], pass_rate=row["pass_rate"], reward_mean=row["reward_mean"],
                    rollouts=row["num_rollouts"], finished_at=str(row["finished_at"]))
         uri = row["checkpoint_uri"]
-        if uri:
-            fs, path = fsspec.core.url_to_fs(uri)
+        if uri:  # a checkpoint on S3 is reached with the store's options (endpoint, keys)
+            fs, path = filesystem(uri, store.storage_options if "://" in uri else None)
             out.update(checkpoint=uri, checkpoint_bytes=_size(fs, path) if fs.exists(path) else None)
     if stages:
         out["stages"] = stages[-1]["stages"]

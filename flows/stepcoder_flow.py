@@ -6,7 +6,6 @@ which the next run of the same iteration replaces.
 
 from __future__ import annotations
 
-import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,9 @@ from stepcoder.models import resolve_model
 from stepcoder.rewards import reward_table
 from stepcoder.rollouts import programs_for, rollout_rows, sample_problems
 from stepcoder.summary import iteration_summary
+from stepcoder.training.layout import RESUME_ONLY
 from storage import open_store
+from storage.checkpoints import Checkpoints
 from storage.run_state import RunState, load_run_state
 from tasks.advance import advance_curriculum
 from tasks.data import load_training_problems
@@ -47,16 +48,8 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _checkpoint_dir(cfg: RunConfig, iteration: int) -> Path:
-    return Path(cfg.checkpoint_dir).resolve() / cfg.run_name / f"iter-{iteration:06d}"
-
-
-def _prune_checkpoints(cfg: RunConfig, keep: int) -> None:
-    """Keep the last ``keep`` checkpoints of the run (the committed one included)."""
-    root = Path(cfg.checkpoint_dir).resolve() / cfg.run_name
-    done = sorted(p for p in root.glob("iter-*") if p.is_dir() and not p.name.endswith(".tmp"))
-    for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+def checkpoints_of(cfg: RunConfig) -> Checkpoints:
+    return Checkpoints(cfg.checkpoint_dir, cfg.run_name, cfg.store_options, cfg.checkpoint_cache)
 
 
 def run_iteration(cfg: RunConfig, lock=None) -> dict:
@@ -69,7 +62,10 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     it = state.iteration
     discard_staged(cfg.store, cfg.run_name, it, so)
     base_dir = str(resolve_model(cfg.model.path))
-    policy_dir = str(Path(state.checkpoint_uri) / "policy") if state.checkpoint_uri else base_dir
+    ckpts = checkpoints_of(cfg)
+    # The last committed checkpoint, on this machine: a remote one is downloaded once into the cache.
+    resume = ckpts.local_path(state.checkpoint_uri) if state.checkpoint_uri else None
+    policy_dir = str(resume / "policy") if resume else base_dir
     log.info("run %s iteration %d: policy %s", cfg.run_name, it, policy_dir)
     batch_problems = sample_problems(problems, cfg.data.problems_per_iteration, cfg.data.seed, it)
 
@@ -106,8 +102,9 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     crash_point("staged", it)
 
     t = time.perf_counter()
-    ckpt_dir = _checkpoint_dir(cfg, it)
-    metrics, checkpoint = train(cfg, it, base_dir, policy_dir, state.checkpoint_uri, str(ckpt_dir))
+    metrics, local_checkpoint = train(cfg, it, base_dir, policy_dir, str(resume) if resume else None,
+                                      str(ckpts.staging_dir(it)))
+    checkpoint = ckpts.publish(Path(local_checkpoint), it)  # before the commit that records its URI
     timings["train"] = time.perf_counter() - t
 
     c = cfg.curriculum
@@ -116,7 +113,8 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     tables = {"curriculum": curriculum, "train_metrics": metrics}
     if cfg.eval.every and it % cfg.eval.every == 0:
         t = time.perf_counter()
-        tables["evals"] = evaluate_checkpoint(cfg, base_dir, str(Path(checkpoint) / "policy"), checkpoint, options)
+        tables["evals"] = evaluate_checkpoint(cfg, base_dir, str(Path(local_checkpoint) / "policy"), checkpoint,
+                                              options)
         timings["eval"] = time.perf_counter() - t
     stage_tables(cfg.store, cfg.run_name, it, tables, so)
 
@@ -136,7 +134,7 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     crash_point("before_commit", it)
     commit_iteration(cfg.store, cfg.run_name, it, lock, so)
     crash_point("after_commit", it)
-    _prune_checkpoints(cfg, cfg.ppo.keep_checkpoints)
+    ckpts.prune(cfg.ppo.keep_checkpoints, resume_only=RESUME_ONLY)
     summary.update(store=cfg.store, checkpoint=checkpoint, timings=timings)
     publish_report(summary)  # markdown artifact + <store>/runs/<run>/learning_curves.png
     log.info("iteration %d committed: pass rate %.3f, reward %.3f", it, summary["pass_rate"], summary["reward_mean"])

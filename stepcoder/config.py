@@ -229,7 +229,13 @@ class RunConfig(_Section):
     store_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec/s3fs options (endpoint_url, ...); keep secrets in AWS_* env vars"
     )
-    checkpoint_dir: str = Field(".stepcoder/checkpoints", description="local dir for policy checkpoints")
+    checkpoint_dir: str = Field(
+        ".stepcoder/checkpoints",
+        description="policy checkpoints: a directory or an fsspec URL (s3://bucket/prefix, with store_options)",
+    )
+    checkpoint_cache: str = Field(
+        ".stepcoder/cache/checkpoints", description="local copies of remote checkpoints (the newest one only)"
+    )
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
@@ -323,7 +329,7 @@ def load_config(
     tree = _deep_merge(tree, parse_overrides(overrides))
     if run_name:
         tree["run_name"] = run_name
-    for key in ("store", "checkpoint_dir"):
+    for key in ("store", "checkpoint_dir", "checkpoint_cache"):
         # Plain paths are pinned to absolute once, so tasks in other threads/processes agree on them.
         value = tree.get(key)
         if isinstance(value, str) and "://" not in value:

@@ -17,6 +17,7 @@ _COLUMNS = ["prompt_ids", "completion_ids", "fgo_mask", "old_logprobs", "reward"
 @task(name="train", cache_policy=NO_CACHE)
 def train(cfg: RunConfig, iteration: int, base_dir: str, policy_dir: str, resume_dir: str | None,
           checkpoint_dir: str) -> tuple[list[dict], str]:
+    import torch
     from transformers import AutoTokenizer
 
     from stepcoder.training.batch import batch_from_arrow
@@ -32,7 +33,8 @@ def train(cfg: RunConfig, iteration: int, base_dir: str, policy_dir: str, resume
                          resume_dir=Path(resume_dir) if resume_dir else None)
     try:
         metrics = trainer.step(batch)
-        out = trainer.save(Path(checkpoint_dir), tokenizer_dir=Path(policy_dir))
+        out = trainer.save(Path(checkpoint_dir), tokenizer_dir=Path(policy_dir),
+                           policy_dtype=getattr(torch, cfg.model.dtype))  # what vLLM serves it in
     finally:
         trainer.close()
     return metrics, str(out)

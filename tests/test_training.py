@@ -5,6 +5,7 @@ import json
 import pyarrow as pa
 import pytest
 import torch
+from safetensors import safe_open
 
 from stepcoder.config import resolve_repo_path
 
@@ -71,9 +72,17 @@ def test_ppo_step_updates_policy_and_resumes_exactly(tiny_model, batch, tmp_path
     assert metrics[0]["grad_norm"] > 0
     after = trainer.engine.module.lm.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    ckpt = trainer.save(tmp_path / "iter-1", tokenizer_dir=tiny_model)
+    # The policy is saved in the serving dtype (bf16: what vLLM loads); resuming takes DeepSpeed's fp32 weights.
+    ckpt = trainer.save(tmp_path / "iter-1", tokenizer_dir=tiny_model, policy_dtype=torch.bfloat16)
     assert (ckpt / "policy" / "model.safetensors").exists() and (ckpt / "policy" / "tokenizer.json").exists()
     assert not (tmp_path / "iter-1.tmp").exists()
+    with safe_open(ckpt / "policy" / "model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+        saved = {k: f.get_tensor(k) for k in f.keys()}
+    assert json.loads((ckpt / "policy" / "config.json").read_text())["dtype"] == "bfloat16"
+    live = trainer.engine.module.lm.state_dict()
+    assert all(torch.equal(saved[k], live[k].to(torch.bfloat16)) for k in saved)
+    assert all(live[k].dtype == torch.float32 for k in saved)  # saving did not cast the module being trained
     next_metrics = trainer.step(batch) + trainer.step(batch)  # steps k+1.. and k+2.. uninterrupted
     trainer.close()
 

@@ -26,8 +26,8 @@ from stepcoder.training.batch import PPOBatch, by_length
 from stepcoder.training.distributed import init_distributed
 from stepcoder.training.engines import ds_config_for, make_engine
 from stepcoder.training.experience import Experience, make_experience
+from stepcoder.training.layout import DEEPSPEED, POLICY, STATE_FILE
 
-STATE_FILE = "trainer_state.json"
 
 
 def loss_item(x: torch.Tensor) -> float:
@@ -258,17 +258,19 @@ class PPOTrainer:
             self.engine.step()
 
     # ---- checkpoints -----------------------------------------------------------------------------------
-    def save(self, out_dir: Path, tokenizer_dir: Path) -> Path:
+    def save(self, out_dir: Path, tokenizer_dir: Path, policy_dtype: torch.dtype = torch.float32) -> Path:
         """Write an HF policy dir (vLLM loads it), the value head, the DeepSpeed state and trainer state.
 
-        Written under ``<out_dir>.tmp`` and renamed at the end, so a crash mid-save leaves the previous
-        checkpoint intact and never a half-written ``out_dir``.
+        The policy is written in ``policy_dtype``, the dtype vLLM serves it in: half the bytes of fp32 for bf16,
+        and vLLM loads it without casting. Resuming does not read it back for training: the DeepSpeed state
+        holds the fp32 master weights. Written under ``<out_dir>.tmp`` and renamed at the end, so a crash
+        mid-save leaves the previous checkpoint intact and never a half-written ``out_dir``.
         """
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            self._write_checkpoint(tmp, Path(tokenizer_dir))
+            self._write_checkpoint(tmp, Path(tokenizer_dir), policy_dtype)
         except Exception as e:  # noqa: BLE001 - disk full, quota, I/O: drop the partial copy, keep the previous one
             # torch.save reports a full disk as a RuntimeError ("iostream error"): ask the filesystem instead
             full = shutil.disk_usage(tmp.parent).free < (1 << 20)
@@ -282,27 +284,47 @@ class PPOTrainer:
         tmp.rename(out_dir)
         return out_dir
 
-    def _write_checkpoint(self, tmp: Path, tokenizer_dir: Path) -> None:
-        (tmp / "policy").mkdir(parents=True)
+    def _write_checkpoint(self, tmp: Path, tokenizer_dir: Path, policy_dtype: torch.dtype) -> None:
+        (tmp / POLICY).mkdir(parents=True)
         module: ActorCritic = self.engine.module
-        module.lm.save_pretrained(tmp / "policy", safe_serialization=True)
+        save_policy(module.lm, tmp / POLICY, policy_dtype)
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
             src = Path(tokenizer_dir) / name
             if src.exists():
-                shutil.copy2(src, tmp / "policy" / name)
+                shutil.copy2(src, tmp / POLICY / name)
         crash_point("checkpoint")  # fault-injection tests: the policy is written, the optimizer state is not
         module.save_value_head(tmp)
         if module.critic_lm is not None:
             module.critic_lm.save_pretrained(tmp / "critic", safe_serialization=True)
-        self.engine.save_checkpoint(str(tmp / "deepspeed"), tag="latest", save_latest=False)
+        self.engine.save_checkpoint(str(tmp / DEEPSPEED), tag="latest", save_latest=False)
         state = {"global_step": self.global_step, "kl_controller": self.kl_ctl.state_dict(), "hyper": self.hp.to_dict()}
         (tmp / STATE_FILE).write_text(json.dumps(state))
 
     def _load_state(self, ckpt: Path) -> None:
-        self.engine.load_checkpoint(str(ckpt / "deepspeed"), tag="latest")
+        self.engine.load_checkpoint(str(ckpt / DEEPSPEED), tag="latest")
         state = json.loads((ckpt / STATE_FILE).read_text())
         self.global_step = int(state["global_step"])
         self.kl_ctl.load_state_dict(state.get("kl_controller", {}))
 
     def close(self) -> None:
         del self.engine, self.ref
+
+
+def save_policy(lm, directory: Path, dtype: torch.dtype) -> None:
+    """``lm`` as an HF dir with its floating-point weights in ``dtype``; the live module is not touched.
+
+    Tied weights (SmolLM2's embedding and LM head) stay one tensor, so they are stored once.
+    """
+    converted: dict[int, torch.Tensor] = {}
+    state = {}
+    for key, tensor in lm.state_dict().items():
+        if tensor.is_floating_point() and tensor.dtype != dtype:
+            tensor = converted.setdefault(tensor.data_ptr(), tensor.detach().to(dtype))
+        state[key] = tensor
+    lm.save_pretrained(directory, state_dict=state, safe_serialization=True)
+    config = Path(directory) / "config.json"  # say what the file holds: loaders pick their dtype from it
+    data = json.loads(config.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in data:
+            data[key] = str(dtype).removeprefix("torch.")
+    config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
