@@ -43,6 +43,7 @@ def run(
     run_name: Optional[str] = typer.Option(None, "--run-name", "-r", help="run to continue or start"),
     set_: list[str] = typer.Option([], "--set", "-s", help="override, e.g. --set ppo.lr=1e-5 (repeatable)"),
     iterations: int = typer.Option(1, "--iterations", "-n", min=1),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="show library logs (vLLM, Prefect, ...) live too"),
 ) -> None:
     """Run StepCoder iterations through the Prefect flow `stepcoder`, continuing the run from its store."""
     from stepcoder.config import ConfigError, load_config
@@ -52,6 +53,10 @@ def run(
     except ConfigError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)
+    from flows import console_log
+
+    log_file = console_log.log_file_for(cfg.log_dir, cfg.run_name)
+    console_log.configure(log_file, verbose)  # before vLLM or Prefect is imported
     from flows.preflight import preflight
 
     problems = preflight(cfg)  # a wrong path or a store that is down: one line each, before Prefect starts
@@ -70,7 +75,9 @@ def run(
         raise typer.Exit(3)
     for summary in summaries:
         print_summary(summary)
-    console.print(f"where the run stands: [bold]stepcoder status {cfg.run_name} --store {cfg.store}[/bold]")
+    console.print(f"library logs: {log_file}", soft_wrap=True)  # paths are copied: never wrapped
+    console.print(f"where the run stands: [bold]stepcoder status {cfg.run_name} --store {cfg.store}[/bold]",
+                  soft_wrap=True)
     api = os.environ.get("PREFECT_API_URL", "")
     if api:  # a configured server (not the ephemeral one): its UI shows the flow runs and artifacts
         console.print(f"flow runs and artifacts: {api.removesuffix('/api')}/runs")

@@ -7,6 +7,7 @@ which the next run of the same iteration replaces.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,6 +53,11 @@ def checkpoints_of(cfg: RunConfig) -> Checkpoints:
     return Checkpoints(cfg.checkpoint_dir, cfg.run_name, cfg.store_options, cfg.checkpoint_cache)
 
 
+def _phase(log, name: str, seconds: float, detail: str) -> None:
+    """One line per phase: what the terminal shows by default (flows/console_log.py), and the flow run's log."""
+    log.info("%-8s %s · %.1f s", name, detail, seconds, extra={"progress": True})
+
+
 def run_iteration(cfg: RunConfig, lock=None) -> dict:
     log = get_run_logger()
     started = datetime.now(timezone.utc)
@@ -66,12 +72,16 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     # The last committed checkpoint, on this machine: a remote one is downloaded once into the cache.
     resume = ckpts.local_path(state.checkpoint_uri) if state.checkpoint_uri else None
     policy_dir = str(resume / "policy") if resume else base_dir
-    log.info("run %s iteration %d: policy %s", cfg.run_name, it, policy_dir)
     batch_problems = sample_problems(problems, cfg.data.problems_per_iteration, cfg.data.seed, it)
+    log.info("run %s iteration %d: %d problems, policy %s", cfg.run_name, it, len(batch_problems),
+             Path(state.checkpoint_uri).name if state.checkpoint_uri else f"{cfg.model.path} (base)",
+             extra={"progress": True})
 
     t = time.perf_counter()
     plans, completions = generate(cfg, batch_problems, state.stages, base_dir, policy_dir, it)
     timings["generate"] = time.perf_counter() - t
+    _phase(log, "generate", timings["generate"], f"{len(completions)} completions, "
+           f"{sum(len(c.completion_ids) for c in completions):,} tokens")
     crash_point("generate", it)
     if cfg.generation.sleep_mode:  # GPUs shared with DeepSpeed: vLLM's memory is the trainer's until next time
         sleep_engines()
@@ -88,6 +98,9 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     runner = make_task_runner(o.task_runner, o.max_workers, o.dask_address)
     results = [r for chunk in fan_out(execute_chunk, calls, runner) for r in chunk]
     timings["execute"] = time.perf_counter() - t
+    outcomes = Counter(r.outcome for r in results)
+    _phase(log, "execute", timings["execute"], f"{len(results)} programs: "
+           + ", ".join(f"{o} {n}" for o, n in outcomes.most_common()))
     crash_point("execute", it)
 
     t = time.perf_counter()
@@ -99,6 +112,7 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
                                        (r.exec_weight, r.ast_weight, r.dfg_weight))
     stage_tables(cfg.store, cfg.run_name, it, {"rollouts": rollouts, "test_results": test_rows}, so)
     timings["store"] = time.perf_counter() - t
+    _phase(log, "store", timings["store"], f"{len(rollouts)} rollouts, {len(test_rows)} test results staged")
     crash_point("staged", it)
 
     t = time.perf_counter()
@@ -106,11 +120,17 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
                                       str(ckpts.staging_dir(it)))
     checkpoint = ckpts.publish(Path(local_checkpoint), it)  # before the commit that records its URI
     timings["train"] = time.perf_counter() - t
+    last = metrics[-1] if metrics else {}
+    _phase(log, "train", timings["train"], f"{len(metrics)} PPO steps, KL to reference "
+           f"{last.get('kl_ref', float('nan')):.4f}, checkpoint {Path(checkpoint).name}")
 
+    t = time.perf_counter()
     c = cfg.curriculum
     curriculum = advance_curriculum(plans, rollouts, c.advance_threshold, c.min_samples, c.mode,
                                     state.stages.get(GLOBAL_KEY, 0))
     tables = {"curriculum": curriculum, "train_metrics": metrics}
+    _phase(log, "advance", time.perf_counter() - t, f"{sum(1 for c in curriculum if c['advanced'])} of {len(curriculum)} problems "
+           "moved to a later curriculum stage")
     if cfg.eval.every and it % cfg.eval.every == 0:
         t = time.perf_counter()
         tables["evals"] = evaluate_checkpoint(cfg, base_dir, str(Path(local_checkpoint) / "policy"), checkpoint,
@@ -132,12 +152,14 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
         "reward_mean": summary["reward_mean"],
     }]}, so)
     crash_point("before_commit", it)
+    t = time.perf_counter()
     commit_iteration(cfg.store, cfg.run_name, it, lock, so)
+    _phase(log, "commit", time.perf_counter() - t, f"iteration {it} committed: pass rate {summary['pass_rate']:.3f}, "
+           f"mean reward {summary['reward_mean']:+.3f}")
     crash_point("after_commit", it)
     ckpts.prune(cfg.ppo.keep_checkpoints, resume_only=RESUME_ONLY)
     summary.update(store=cfg.store, checkpoint=checkpoint, timings=timings)
     publish_report(summary)  # markdown artifact + <store>/runs/<run>/learning_curves.png
-    log.info("iteration %d committed: pass rate %.3f, reward %.3f", it, summary["pass_rate"], summary["reward_mean"])
     return summary
 
 

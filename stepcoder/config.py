@@ -236,6 +236,7 @@ class RunConfig(_Section):
     checkpoint_cache: str = Field(
         ".stepcoder/cache/checkpoints", description="local copies of remote checkpoints (the newest one only)"
     )
+    log_dir: str = Field(".stepcoder/logs", description="`stepcoder run` writes library logs to <log_dir>/<run>/")
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
@@ -329,7 +330,7 @@ def load_config(
     tree = _deep_merge(tree, parse_overrides(overrides))
     if run_name:
         tree["run_name"] = run_name
-    for key in ("store", "checkpoint_dir", "checkpoint_cache"):
+    for key in ("store", "checkpoint_dir", "checkpoint_cache", "log_dir"):
         # Plain paths are pinned to absolute once, so tasks in other threads/processes agree on them.
         value = tree.get(key)
         if isinstance(value, str) and "://" not in value:
