@@ -116,13 +116,13 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
     crash_point("staged", it)
 
     t = time.perf_counter()
-    metrics, local_checkpoint = train(cfg, it, base_dir, policy_dir, str(resume) if resume else None,
+    metrics, local_checkpoint, world = train(cfg, it, base_dir, policy_dir, str(resume) if resume else None,
                                       str(ckpts.staging_dir(it)))
     checkpoint = ckpts.publish(Path(local_checkpoint), it)  # before the commit that records its URI
     timings["train"] = time.perf_counter() - t
     last = metrics[-1] if metrics else {}
-    _phase(log, "train", timings["train"], f"{len(metrics)} PPO steps, KL to reference "
-           f"{last.get('kl_ref', float('nan')):.4f}, checkpoint {Path(checkpoint).name}")
+    _phase(log, "train", timings["train"], f"{len(metrics)} PPO steps on {world} rank{'s' * (world > 1)}, "
+           f"KL to reference {last.get('kl_ref', float('nan')):.4f}, checkpoint {Path(checkpoint).name}")
 
     t = time.perf_counter()
     c = cfg.curriculum
@@ -150,6 +150,7 @@ def run_iteration(cfg: RunConfig, lock=None) -> dict:
         "num_rollouts": len(rollouts),
         "pass_rate": summary["pass_rate"],
         "reward_mean": summary["reward_mean"],
+        "train_world_size": world,
     }]}, so)
     crash_point("before_commit", it)
     t = time.perf_counter()

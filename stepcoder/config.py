@@ -197,11 +197,25 @@ class PPOConfig(_Section):
     loss_agg: Literal["token", "sequence"] = Field("token", description="normalizer of masked losses")
     deepspeed_config: str = Field("infra/deepspeed/zero0_fp32.json", description="path, relative to the repo root")
     keep_checkpoints: int = Field(2, gt=0, description="keep the last k checkpoints of a run")
+    num_processes: int = Field(
+        1, gt=0, description="DeepSpeed ranks of the PPO update per node; > 1 launches them with torchrun")
+    own_process: bool = Field(
+        False, description="one rank too runs as a torchrun-launched process, apart from the flow's vLLM")
+    launcher_args: list[str] = Field(
+        default_factory=list, description="more torchrun arguments, e.g. for several nodes: "
+        "['--nnodes=2', '--node-rank=0', '--rdzv-backend=c10d', '--rdzv-endpoint=head:29500']")
 
     @model_validator(mode="after")
     def _adaptive_needs_target(self) -> "PPOConfig":
         if self.kl_controller == "adaptive" and (self.kl_target is None or self.kl_horizon is None):
             raise ValueError("ppo.kl_controller=adaptive needs ppo.kl_target and ppo.kl_horizon")
+        return self
+
+    @model_validator(mode="after")
+    def _ranks_need_deepspeed(self) -> "PPOConfig":
+        if self.num_processes > 1 and self.engine != "deepspeed":
+            raise ValueError(f"ppo.num_processes={self.num_processes} needs ppo.engine=deepspeed "
+                             f"(the {self.engine!r} engine trains on one rank)")
         return self
 
     @model_validator(mode="after")

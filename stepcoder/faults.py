@@ -32,3 +32,18 @@ def crash_point(point: str, iteration: int | None = None) -> None:
     if name != point or (at and iteration is not None and int(at) != iteration):
         return
     os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+FAIL_ENV = "STEPCODER_FAIL_AT"
+
+
+class InjectedFault(RuntimeError):
+    """Raised where ``STEPCODER_FAIL_AT`` asks for it (tests of how a failure is reported)."""
+
+
+def fail_point(point: str, rank: int) -> None:
+    """Raise :class:`InjectedFault` if ``STEPCODER_FAIL_AT=<point>@<rank>`` names this point and rank: one rank of
+    a multi-process update fails while the others run on (tests/test_multi_rank.py)."""
+    spec = os.environ.get(FAIL_ENV)
+    if spec and spec == f"{point}@{rank}":
+        raise InjectedFault(f"injected failure at {point} on rank {rank}")

@@ -21,7 +21,7 @@ SCHEMA_VERSIONS: dict[str, int] = {
     "curriculum": 2,
     "train_metrics": 4,  # 2: logprob_gap; 3: critic_lr, explained_variance over the batch before the update
     "evals": 1,
-    "iterations": 3,  # 2: time_eval_s
+    "iterations": 4,  # 2: time_eval_s; 4: train_world_size
 }
 
 # Partition columns: encoded in the path, added back by readers.
@@ -136,6 +136,7 @@ ITERATIONS = _schema(
     ("num_rollouts", pa.int32()),
     ("pass_rate", pa.float64()),
     ("reward_mean", pa.float64()),
+    ("train_world_size", pa.int32()),  # DeepSpeed ranks of the PPO update (ppo.num_processes)
 )
 
 # Key columns stage() insists on (present and non-null); every other column may be missing (-> NULL).

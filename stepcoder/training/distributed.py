@@ -57,9 +57,10 @@ def init_distributed() -> str:
     os.environ.setdefault("LOCAL_RANK", "0")
     import deepspeed
 
-    if not on_gpu and os.environ["WORLD_SIZE"] == "1":
-        # DeepSpeed compiles a shared-memory all-reduce op at start-up (15-60 s of g++), useless for one
-        # process; marking it incompatible makes DeepSpeed fall back to plain torch.distributed.
+    if not on_gpu:
+        # DeepSpeed compiles a shared-memory all-reduce op at start-up (15-60 s of g++ in every fresh process),
+        # useless for one process and not worth it for the few CPU ranks we run (tests, CPU development);
+        # marking it incompatible makes DeepSpeed fall back to plain torch.distributed on gloo.
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     _forget_stale_groups(deepspeed)
     # Idempotent; also wraps a process group that vLLM's in-process engine may have created already.

@@ -67,22 +67,15 @@ def advantages_for(
 
 
 @torch.no_grad()
-def make_experience(
+def score_batch(
     batch: PPOBatch,
     score_policy: Callable[[PPOBatch], tuple[torch.Tensor, torch.Tensor]],
     score_reference: Callable[[PPOBatch], torch.Tensor],
     micro_batch_size: int,
-    *,
-    kl_coef: float,
-    gamma: float,
-    gae_lambda: float,
-    whiten: bool = True,
-    old_logprobs: str = "recompute",
-) -> Experience:
-    """Score ``batch`` in micro-batches (``score_policy(mb)`` → (log π, V), ``score_reference(mb)`` → log π_ref,
-    each (b, t-1) for a micro-batch trimmed to its own length), then :func:`advantages_for`."""
-    if old_logprobs not in OLD_LOGPROB_SOURCES:
-        raise ValueError(f"unknown old_logprobs source {old_logprobs!r}; valid: {', '.join(OLD_LOGPROB_SOURCES)}")
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log π_old, V_old, log π_ref), each (B, T-1) on CPU: ``batch`` scored in micro-batches
+    (``score_policy(mb)`` → (log π, V), ``score_reference(mb)`` → log π_ref, each (b, t-1) for a micro-batch
+    trimmed to its own length)."""
     width = batch.action_mask.shape[1]
     # Scored longest first, so each micro-batch pads to a length close to its rows' own; put back in order.
     order = torch.arange(len(batch))
@@ -96,7 +89,23 @@ def make_experience(
         v.append(mb_v.cpu())
         ref.append(score_reference(mb).cpu())
     restore = torch.argsort(order)
-    recomputed, values, ref_logprobs = (_pad_cat(x, width)[restore] for x in (lp, v, ref))
+    return tuple(_pad_cat(x, width)[restore] for x in (lp, v, ref))
+
+
+def experience_from_scores(
+    batch: PPOBatch,
+    scores: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    kl_coef: float,
+    gamma: float,
+    gae_lambda: float,
+    whiten: bool = True,
+    old_logprobs: str = "recompute",
+) -> Experience:
+    """The :class:`Experience` of ``batch`` from its :func:`score_batch` scores (of every row, in row order)."""
+    if old_logprobs not in OLD_LOGPROB_SOURCES:
+        raise ValueError(f"unknown old_logprobs source {old_logprobs!r}; valid: {', '.join(OLD_LOGPROB_SOURCES)}")
+    recomputed, values, ref_logprobs = scores
     mask = batch.action_mask
     old = batch.gen_logprobs * mask if old_logprobs == "generator" else recomputed
     rewards, advantages, returns, kl = advantages_for(batch.scores, old, ref_logprobs, values, mask,
@@ -104,6 +113,27 @@ def make_experience(
     return Experience(old, values, ref_logprobs, rewards, advantages, returns,
                       kl_ref=float(ppo.masked_mean(kl, mask)),
                       logprob_gap=float(ppo.masked_mean((batch.gen_logprobs - recomputed).abs(), mask)))
+
+
+@torch.no_grad()
+def make_experience(
+    batch: PPOBatch,
+    score_policy: Callable[[PPOBatch], tuple[torch.Tensor, torch.Tensor]],
+    score_reference: Callable[[PPOBatch], torch.Tensor],
+    micro_batch_size: int,
+    *,
+    kl_coef: float,
+    gamma: float,
+    gae_lambda: float,
+    whiten: bool = True,
+    old_logprobs: str = "recompute",
+) -> Experience:
+    """:func:`score_batch`, then :func:`experience_from_scores` (one process scoring every row)."""
+    if old_logprobs not in OLD_LOGPROB_SOURCES:
+        raise ValueError(f"unknown old_logprobs source {old_logprobs!r}; valid: {', '.join(OLD_LOGPROB_SOURCES)}")
+    scores = score_batch(batch, score_policy, score_reference, micro_batch_size)
+    return experience_from_scores(batch, scores, kl_coef=kl_coef, gamma=gamma, gae_lambda=gae_lambda,
+                                  whiten=whiten, old_logprobs=old_logprobs)
 
 
 def _pad_cat(parts: list[torch.Tensor], width: int) -> torch.Tensor:

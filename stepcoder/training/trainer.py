@@ -10,6 +10,7 @@ The math lives in :mod:`stepcoder.ppo`; this file wires models, DeepSpeed and ch
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import shutil
@@ -25,7 +26,8 @@ from stepcoder.training.actor_critic import ActorCritic, check_plain_lm_head, lm
 from stepcoder.training.batch import PPOBatch, by_length
 from stepcoder.training.distributed import init_distributed
 from stepcoder.training.engines import ds_config_for, make_engine
-from stepcoder.training.experience import Experience, make_experience
+from stepcoder.training import data_parallel as dp
+from stepcoder.training.experience import Experience, experience_from_scores, score_batch
 from stepcoder.training.layout import DEEPSPEED, POLICY, STATE_FILE
 
 
@@ -83,6 +85,9 @@ class PPOTrainer:
     ):
         self.hp = hp
         self.device = init_distributed()
+        self.rank, self.world = dp.rank_and_world()
+        if self.world > 1 and hp.engine != "deepspeed":
+            raise ValueError(f"ppo.engine={hp.engine!r} trains on one rank only; use deepspeed for {self.world}")
         torch.manual_seed(hp.seed)
         self.policy_dir = Path(policy_dir)
         critic_lm = None
@@ -148,8 +153,8 @@ class PPOTrainer:
 
     @property
     def _window(self) -> int:
-        """Micro-steps per optimizer step (DeepSpeed's gradient accumulation steps)."""
-        return self.hp.minibatch_size // self.hp.micro_batch_size
+        """Micro-steps per optimizer step on each rank (DeepSpeed's gradient accumulation steps)."""
+        return dp.micro_steps(self.hp.minibatch_size, self.hp.micro_batch_size, self.world)
 
     def _micro_slices(self, n: int) -> list[slice]:
         m = self.hp.micro_batch_size
@@ -157,11 +162,25 @@ class PPOTrainer:
 
     # ---- the update ------------------------------------------------------------------------------------
     def _experience(self, batch: PPOBatch) -> Experience:
+        """Score this rank's rows, gather every rank's scores, then the experience of the whole batch (the same
+        numbers on every rank: stepcoder/training/data_parallel.py)."""
         self.engine.eval()
         hp = self.hp
-        return make_experience(batch, self._old_logprobs_values, self._ref_logprobs, hp.micro_batch_size,
-                               kl_coef=self.kl_ctl.value, gamma=hp.gamma, gae_lambda=hp.gae_lambda,
-                               whiten=hp.whiten_advantages, old_logprobs=hp.old_logprobs)
+        n = len(batch)
+        mine = dp.shard(torch.arange(n), self.rank, self.world)
+        scores = score_batch(batch.select(mine), self._old_logprobs_values, self._ref_logprobs, hp.micro_batch_size)
+        if self.world > 1:
+            for _ in range(dp.micro_steps(n, hp.micro_batch_size, self.world) - self._passes(len(mine))):
+                self._old_logprobs_values(batch.select(torch.arange(1)))  # ZeRO-3: every rank gathers alike
+            width = batch.action_mask.shape[1]  # a shard is trimmed to its own longest row: pad to the batch's
+            scores = tuple(dp.gather_rows(torch.nn.functional.pad(s, (0, width - s.shape[1])), n, self.rank,
+                                          self.world, self.device) for s in scores)
+        return experience_from_scores(batch, scores, kl_coef=self.kl_ctl.value, gamma=hp.gamma,
+                                      gae_lambda=hp.gae_lambda, whiten=hp.whiten_advantages,
+                                      old_logprobs=hp.old_logprobs)
+
+    def _passes(self, rows: int) -> int:
+        return -(-rows // self.hp.micro_batch_size)
 
     def step(self, batch: PPOBatch) -> list[dict[str, float]]:
         """Run ``epochs`` × minibatches of PPO on ``batch``; one metrics dict per optimizer step."""
@@ -193,17 +212,25 @@ class PPOTrainer:
                                          ("entropy", batch.action_mask))}
                 sums: dict[str, float] = {}
                 means: dict[str, list[float]] = {}
-                micro = self._micro_slices(len(mb_rows))
+                my_rows = dp.shard(mb_rows, self.rank, self.world)  # this rank's share of the minibatch
+                micro = self._micro_slices(len(my_rows))
                 for sl in micro:
-                    mb = batch.select(mb_rows[sl])
-                    losses, stats = self._micro_step(mb, exp.rows(mb_rows[sl], mb.action_mask.shape[1]), norms)
+                    mb = batch.select(my_rows[sl])
+                    losses, stats = self._micro_step(mb, exp.rows(my_rows[sl], mb.action_mask.shape[1]), norms)
                     for k, v in losses.items():
                         sums[k] = sums.get(k, 0.0) + v
                     for k, v in stats.items():
                         means.setdefault(k, []).append(v)
                 # DeepSpeed steps the optimizer after a fixed number of micro-steps: a short last minibatch
                 # completes its window with zero-loss micro-steps (its own normaliser already makes its mean).
-                self._flush_partial_window(len(micro))
+                if self.world == 1 and not self._zero3:
+                    norm = self._flush_partial_window(len(micro))
+                    if norm is not None:
+                        means.setdefault("grad_norm", []).append(norm)
+                else:
+                    self._pad_window(len(micro), batch, exp, norms, means)
+                    sums = dp.all_reduce_sum(sums, self.device)  # each rank holds shares of the minibatch loss
+                    means = self._mean_over_ranks(means)
                 self.global_step += 1
                 row = {**sums, **{k: sum(v) / len(v) for k, v in means.items()}}
                 row.update(
@@ -217,8 +244,8 @@ class PPOTrainer:
         self.kl_ctl.update(exp.kl_ref, n_steps=n)
         return metrics
 
-    def _micro_step(self, mb: PPOBatch, exp: dict[str, torch.Tensor], norms: dict[str, torch.Tensor]
-                    ) -> tuple[dict[str, float], dict[str, float]]:
+    def _micro_step(self, mb: PPOBatch, exp: dict[str, torch.Tensor], norms: dict[str, torch.Tensor],
+                    weight: float = 1.0) -> tuple[dict[str, float], dict[str, float]]:
         """Forward/backward of one micro-batch. Returns its share of each minibatch loss (they sum to the
         minibatch's loss) and per-micro-batch statistics (averaged by the caller)."""
         hp = self.hp
@@ -233,9 +260,9 @@ class PPOTrainer:
                                    hp.loss_agg, norms["value"])
         entropy = ppo.entropy_bonus(token_entropy, action_mask, hp.loss_agg, norms["entropy"])
         loss = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
-        # The engine divides by the accumulation window (DeepSpeed's 1/GA); the losses above are already shares
-        # of the minibatch mean, so undo it.
-        self.engine.backward(loss * self._window)
+        # The engine divides by the accumulation window (DeepSpeed's 1/GA) and averages over ranks; the losses
+        # above are already shares of the minibatch mean, so undo both.
+        self.engine.backward(loss * (self._window * self.world * weight))
         boundary = self.engine.is_gradient_accumulation_boundary()
         local_norm = self._local_grad_norm() if boundary else None
         self.engine.step()
@@ -251,11 +278,35 @@ class PPOTrainer:
         grads = [p.grad.detach().float().norm() for p in self.engine.module.parameters() if p.grad is not None]
         return float(torch.stack(grads).norm()) if grads else 0.0
 
-    def _flush_partial_window(self, micro_steps_done: int) -> None:
+    def _pad_window(self, done: int, batch: PPOBatch, exp: Experience, norms: dict, means: dict) -> None:
+        """Several ranks or ZeRO-3: complete the window with zero-weighted real passes (a rank with fewer rows, or
+        none, in this minibatch), so that every rank runs the same forwards and collectives; ZeRO-3 needs a
+        forward before each backward even on one rank."""
+        pad = torch.arange(1)
+        for _ in range(self._window - done):
+            mb = batch.select(pad)
+            _, stats = self._micro_step(mb, exp.rows(pad, mb.action_mask.shape[1]), norms, weight=0.0)
+            if "grad_norm" in stats:  # the window's last pass reports the (all-reduced) gradient's norm
+                means.setdefault("grad_norm", []).append(stats["grad_norm"])
+
+    def _mean_over_ranks(self, means: dict[str, list[float]]) -> dict[str, list[float]]:
+        """Per-micro-step statistics averaged over every rank's real micro-steps."""
+        keys = ("approx_kl", "clipfrac", "grad_norm")
+        totals = dp.all_reduce_sum({**{f"{k}.sum": sum(means.get(k, [])) for k in keys},
+                                    **{f"{k}.n": len(means.get(k, [])) for k in keys}}, self.device)
+        return {k: [totals[f"{k}.sum"] / totals[f"{k}.n"]] for k in keys if totals[f"{k}.n"]}
+
+    def _flush_partial_window(self, micro_steps_done: int) -> float | None:
+        """Zero-loss micro-steps up to the window's end; the gradient norm at its boundary, if it is reached here."""
+        norm = None
         for _ in range(self._window - micro_steps_done):
             dummy = sum(p.sum() * 0.0 for p in self.engine.module.value_head.parameters())
             self.engine.backward(dummy)
+            if self.engine.is_gradient_accumulation_boundary():
+                reported = self.engine.get_global_grad_norm()
+                norm = float(reported) if reported is not None else self._local_grad_norm()
             self.engine.step()
+        return norm
 
     # ---- checkpoints -----------------------------------------------------------------------------------
     def save(self, out_dir: Path, tokenizer_dir: Path, policy_dtype: torch.dtype = torch.float32) -> Path:
@@ -268,37 +319,61 @@ class PPOTrainer:
         """
         out_dir = Path(out_dir)
         tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        lead = self.rank == 0  # several ranks: rank 0 writes the files, every rank its DeepSpeed shard
+        if lead:
+            shutil.rmtree(tmp, ignore_errors=True)
+        dp.barrier()
         try:
             self._write_checkpoint(tmp, Path(tokenizer_dir), policy_dtype)
         except Exception as e:  # noqa: BLE001 - disk full, quota, I/O: drop the partial copy, keep the previous one
             # torch.save reports a full disk as a RuntimeError ("iostream error"): ask the filesystem instead
             full = shutil.disk_usage(tmp.parent).free < (1 << 20)
-            shutil.rmtree(tmp, ignore_errors=True)
+            if lead:
+                shutil.rmtree(tmp, ignore_errors=True)
             if not full and not isinstance(e, OSError):
                 raise
             code = errno.ENOSPC if full else e.errno
             raise OSError(code, f"writing checkpoint {out_dir} failed ({'no space left on device' if full else e}); "
                           "the previous checkpoint is untouched and the next run resumes from it") from e
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        dp.barrier()  # every rank's shard is written
+        if lead:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            tmp.rename(out_dir)
+        dp.barrier()
         return out_dir
 
     def _write_checkpoint(self, tmp: Path, tokenizer_dir: Path, policy_dtype: torch.dtype) -> None:
-        (tmp / POLICY).mkdir(parents=True)
         module: ActorCritic = self.engine.module
-        save_policy(module.lm, tmp / POLICY, policy_dtype)
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-            src = Path(tokenizer_dir) / name
-            if src.exists():
-                shutil.copy2(src, tmp / POLICY / name)
-        crash_point("checkpoint")  # fault-injection tests: the policy is written, the optimizer state is not
-        module.save_value_head(tmp)
-        if module.critic_lm is not None:
-            module.critic_lm.save_pretrained(tmp / "critic", safe_serialization=True)
+        with self._whole_parameters():
+            if self.rank == 0:
+                (tmp / POLICY).mkdir(parents=True)
+                save_policy(module.lm, tmp / POLICY, policy_dtype)
+                for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                             "chat_template.jinja"):
+                    src = Path(tokenizer_dir) / name
+                    if src.exists():
+                        shutil.copy2(src, tmp / POLICY / name)
+                crash_point("checkpoint")  # fault-injection tests: the policy is written, the optimizer state not
+                module.save_value_head(tmp)
+                if module.critic_lm is not None:
+                    module.critic_lm.save_pretrained(tmp / "critic", safe_serialization=True)
         self.engine.save_checkpoint(str(tmp / DEEPSPEED), tag="latest", save_latest=False)
-        state = {"global_step": self.global_step, "kl_controller": self.kl_ctl.state_dict(), "hyper": self.hp.to_dict()}
-        (tmp / STATE_FILE).write_text(json.dumps(state))
+        if self.rank == 0:
+            state = {"global_step": self.global_step, "kl_controller": self.kl_ctl.state_dict(),
+                     "hyper": self.hp.to_dict(), "world_size": self.world}
+            (tmp / STATE_FILE).write_text(json.dumps(state))
+
+    @property
+    def _zero3(self) -> bool:
+        return getattr(self.engine, "zero_optimization_stage", lambda: 0)() == 3
+
+    def _whole_parameters(self):
+        """ZeRO-3 keeps a slice of each parameter per rank: gather them (on every rank) while rank 0 saves."""
+        if self._zero3:
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(self.engine.module.parameters()), modifier_rank=None)
+        return contextlib.nullcontext()
 
     def _load_state(self, ckpt: Path) -> None:
         self.engine.load_checkpoint(str(ckpt / DEEPSPEED), tag="latest")
