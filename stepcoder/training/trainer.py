@@ -376,8 +376,14 @@ class PPOTrainer:
         return contextlib.nullcontext()
 
     def _load_state(self, ckpt: Path) -> None:
-        self.engine.load_checkpoint(str(ckpt / DEEPSPEED), tag="latest")
         state = json.loads((ckpt / STATE_FILE).read_text())
+        saved_world = int(state.get("world_size", 1))
+        stage = getattr(self.engine, "zero_optimization_stage", lambda: 0)()
+        if saved_world != self.world and stage >= 1:  # each rank's optimizer shard was saved for that world
+            raise ValueError(f"checkpoint {ckpt} was trained on {saved_world} rank(s) with ZeRO-{stage}, this update "
+                             f"has {self.world}: keep ppo.num_processes at {saved_world} for this run (ZeRO-0 "
+                             "checkpoints resume on any number of ranks)")
+        self.engine.load_checkpoint(str(ckpt / DEEPSPEED), tag="latest")
         self.global_step = int(state["global_step"])
         self.kl_ctl.load_state_dict(state.get("kl_controller", {}))
 
