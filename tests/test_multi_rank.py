@@ -69,6 +69,19 @@ def test_two_ranks_train_like_one_on_the_same_global_batch(tiny_model, tmp_path,
     for k in p1:
         assert torch.allclose(p1[k], p2[k], atol=ATOL_PARAM, rtol=0), (k, float((p1[k] - p2[k]).abs().max()))
 
+    # The 2-rank checkpoint resumes: on 1 rank for ZeRO-0 (the optimizer state is whole), not for ZeRO-3 (one
+    # optimizer shard per rank), which must say so instead of failing inside DeepSpeed.
+    from tasks.train import launch
+
+    cfg = _cfg(tmp_path, ds, num_processes=1, own_process=True)
+    args = (cfg, 1, str(tiny_model), f"{ckpt_two}/policy", ckpt_two, str(tmp_path / "resumed"))
+    if "zero3" in ds:
+        with pytest.raises(RuntimeError, match=r"trained on 2 rank\(s\) with ZeRO-3, this update has 1"):
+            launch(*args)
+    else:
+        resumed, _, _ = launch(*args)
+        assert [m["step"] for m in resumed] == list(range(7, 13))  # the step count went on from 6
+
 
 def test_a_failing_rank_fails_the_update_with_its_own_error(tiny_model, tmp_path, monkeypatch):
     _stage(str(tmp_path / "store"))
