@@ -41,7 +41,8 @@ COLUMNS = ["rollout_id", "problem_id", "prompt_ids", "completion_ids", "fgo_mask
 
 def rollouts(args, vocab: int) -> pa.Table:
     if args.from_store:
-        return open_store(args.from_store).read("rollouts", run=args.from_run, iteration=1, columns=COLUMNS)
+        table = open_store(args.from_store).read("rollouts", run=args.from_run, iteration=1, columns=COLUMNS)
+        return table.select(COLUMNS)  # the read adds run/iteration, which staging takes from the path
     g = torch.Generator().manual_seed(0)
     rows = []
     for i in range(args.rows):
