@@ -150,9 +150,9 @@ def _setup_host(cfg: dict, st: WorkerState) -> None:
         if "cgroup_" + name not in st.applied and "cgroup_" + name not in st.missing:
             st.missing.append("cgroup_" + name)
     (st.applied if st.root and cfg.get("uid_drop") else st.missing).append("uid")
-    oom_control = (cfg.get("cgroups") or {}).get("memory", "").replace("cgroup.procs", "memory.oom_control")
-    if "cgroup_memory" in st.applied and os.path.exists(oom_control):
-        st.oom_fd = os.open(oom_control, os.O_RDONLY)
+    oom_file = cfg.get("oom_file")  # v1 memory.oom_control or v2 memory.events: both have an "oom_kill N" line
+    if "cgroup_memory" in st.applied and oom_file and os.path.exists(oom_file):
+        st.oom_fd = os.open(oom_file, os.O_RDONLY)
     uid, gid = os.geteuid(), os.getegid()
     st.uid_processes = count_processes(cfg["uid"] if st.root and cfg.get("uid") is not None else uid)
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS

@@ -2,8 +2,8 @@
 child per program (``worker.py``, ``isolation.py``).
 
 Started as root (the pipeline's normal case here), each worker gets fresh network/mount/PID/IPC/UTS namespaces, a
-minimal read-only filesystem view with a private size-capped /tmp, and cgroup v1 memory and pids limits where the
-host has those controllers; each program's child runs in its own session as uid 65534 with rlimits,
+minimal read-only filesystem view with a private size-capped /tmp, and cgroup memory and pids limits (v1 or v2,
+``cgroups.py``) where the host has those controllers; each program's child runs in its own session as uid 65534 with rlimits,
 no-new-privileges and a seccomp filter. Not root: a user namespace gives the namespaces and the view, but not the
 uid drop or cgroups. Whatever is missing is logged once, loudly, at start-up, and listed in every result's
 ``runner["missing"]``.
@@ -29,30 +29,21 @@ from stepcoder.execution.compare import call_matches, stdio_matches  # noqa: F40
 from stepcoder.execution.engine import PooledExecutor, warn_missing
 from stepcoder.execution.interpreters import runner_candidates
 from stepcoder.execution.options import SandboxOptions
+from stepcoder.execution.cgroups import WorkerCgroups
+from stepcoder.execution.cgroups import clean_stale as _clean_stale_cgroups
+from stepcoder.execution.cgroups import rmdir as _rmdir  # with retries: also right for a view's mount point
 from stepcoder.execution.pool import BOOTSTRAP, Transport, WorkerPool, WorkerStartError
 
 logger = logging.getLogger("stepcoder.execution")
 
-CGROUP_V1 = Path("/sys/fs/cgroup")
-CGROUP_GROUP = "stepcoder"
 WORKER_OVERHEAD_MB = 96  # the zygote's own memory, charged to the worker's cgroup with the program's
 MB = 1 << 20
 
 
-# ---------------------------------------------------------------- cgroups (v1: memory, pids)
-
-
-def _cgroup_root(controller: str) -> Path | None:
-    path = CGROUP_V1 / controller
-    if os.geteuid() != 0 or not (path / "cgroup.procs").exists():
-        return None
-    return path
-
-
 def clean_stale() -> None:
-    """Remove what a killed parent left behind: empty per-worker cgroups (busy ones refuse to go) and the empty
-    mount points of worker views (in use ones are mounted over in their own namespace only, so they are empty
-    here too: rmdir of a live one would not disturb it, but only directories older than an hour are touched)."""
+    """Remove what a killed parent left behind: empty per-worker cgroups, and the empty mount points of worker
+    views (in use ones are mounted over in their own namespace only, so they are empty here too: rmdir of a live
+    one would not disturb it, but only directories older than an hour are touched)."""
     cutoff = time.time() - 3600
     for d in glob.glob(os.path.join(tempfile.gettempdir(), "stepcoder-view-*")):
         try:
@@ -60,62 +51,7 @@ def clean_stale() -> None:
                 os.rmdir(d)
         except OSError:
             pass
-    for controller in ("memory", "pids"):
-        root = _cgroup_root(controller)
-        if root is None:
-            continue
-        for d in glob.glob(str(root / CGROUP_GROUP / "*")):
-            try:  # not a young one: another pool may have made it and be about to start its worker in it
-                if os.stat(d).st_mtime < time.time() - 600:
-                    os.rmdir(d)
-            except OSError:
-                pass
-
-
-class _Cgroups:
-    """One worker's memory and pids cgroups (v1), or whatever subset the host allows."""
-
-    def __init__(self, name: str, memory_bytes: int, pids_max: int):
-        self.dirs: dict[str, Path] = {}
-        for controller, settings in (("memory", {"memory.limit_in_bytes": memory_bytes,
-                                                 "memory.memsw.limit_in_bytes": memory_bytes,
-                                                 "memory.swappiness": 0}),
-                                     ("pids", {"pids.max": pids_max})):
-            root = _cgroup_root(controller)
-            if root is None:
-                continue
-            d = root / CGROUP_GROUP / name
-            try:
-                d.mkdir(parents=True, exist_ok=True)
-                for key, value in settings.items():
-                    if (d / key).exists():
-                        try:
-                            (d / key).write_text(str(value))
-                        except OSError:
-                            if key != "memory.memsw.limit_in_bytes" and key != "memory.swappiness":
-                                raise
-                self.dirs[controller] = d
-            except OSError as e:
-                logger.debug("no %s cgroup: %s", controller, e)
-                _rmdir(d)
-
-    def procs(self) -> dict[str, str]:
-        return {c: str(d / "cgroup.procs") for c, d in self.dirs.items()}
-
-    def remove(self) -> None:
-        for d in self.dirs.values():
-            _rmdir(d)
-
-
-def _rmdir(d: Path) -> None:
-    for _ in range(50):  # the worker's processes leave the cgroup asynchronously after dying
-        try:
-            d.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.02)
+    _clean_stale_cgroups()
 
 
 # ---------------------------------------------------------------- one worker process
@@ -124,7 +60,7 @@ def _rmdir(d: Path) -> None:
 class ProcessTransport(Transport):
     """A worker process on this host, talking over its stdin/stdout pipes."""
 
-    def __init__(self, cmd: list[str], config_overrides: dict[str, Any], cgroups: _Cgroups | None,
+    def __init__(self, cmd: list[str], config_overrides: dict[str, Any], cgroups: WorkerCgroups | None,
                  view_root: str | None):
         self.config_overrides, self._cgroups, self._view_root = config_overrides, cgroups, view_root
         self._stderr = tempfile.TemporaryFile()
@@ -224,18 +160,18 @@ class EmbeddedSandbox(PooledExecutor):
             raise RuntimeError("no runner interpreter works for the embedded sandbox:\n  " + "\n  ".join(errors))
         self._start_engine(pool, o, fingerprint={"backend": self.backend, "python": self.python,
                                                  "site_packages": o.site_packages})
-        warn_missing(self.backend, self.missing, "Run as root on Linux (cgroup v1 memory/pids controllers for "
-                     "the cgroup limits), or use the docker backend.")
+        warn_missing(self.backend, self.missing, "Run as root on Linux with the memory and pids cgroup controllers "
+                     "(v1, or v2 delegable from this process's cgroup), or use the docker backend.")
 
     def _spawn(self) -> ProcessTransport:
         with self._spawn_lock:
             self._spawned += 1
             name = f"{self._pool_id}-{self._spawned}"
         cgroup_mb = self.memory_mb + self.tmp_mb + WORKER_OVERHEAD_MB
-        cgroups = _Cgroups(name, cgroup_mb * MB, self.max_processes + 1)
+        cgroups = WorkerCgroups(name, cgroup_mb * MB, self.max_processes + 1)
         view_root = tempfile.mkdtemp(prefix="stepcoder-view-")
         cmd = [self.python, "-B", "-s", *([] if self.site_packages else ["-S"]), "-c", BOOTSTRAP]
-        overrides = {"cgroups": cgroups.procs(), "view_root": view_root}
+        overrides = {"cgroups": cgroups.procs(), "oom_file": cgroups.oom_file(), "view_root": view_root}
         try:
             return ProcessTransport(cmd, overrides, cgroups, view_root)
         except OSError:

@@ -84,7 +84,8 @@ def _json(obj) -> bytes:
 
 
 def _oom_state(st) -> bytes:
-    """memory.oom_control of the worker's cgroup, raw: it changes when the OOM killer acts there."""
+    """memory.oom_control (v1) or memory.events (v2) of the worker's cgroup, raw: it changes when the OOM killer
+    acts there."""
     return os.pread(st.oom_fd, 4096, 0) if st.oom_fd >= 0 else b""
 
 
