@@ -189,7 +189,8 @@ def _strip(e: dict) -> dict:
 
 
 def comparisons(base: dict, arms: dict[str, dict]) -> list[dict]:
-    """Paired tests on the final MBPP-test outcomes: every arm against the base, and the paper's order."""
+    """Paired tests on the final MBPP-test outcomes: every arm against the base, the paper's order, and StepCoder
+    against PPOCoder where both ran."""
     from stepcoder.evaluation.stats import compare
 
     finals = {"base": base[MAIN_EVAL], **{a: s["final"][MAIN_EVAL] for a, s in arms.items()}}
@@ -199,6 +200,8 @@ def comparisons(base: dict, arms: dict[str, dict]) -> list[dict]:
     pairs = [(a, "base") for a in arms]
     order = [a for a in ("stepcoder", "no-fgo", "no-cccs", "vanilla") if a in arms]
     pairs += list(zip(order, order[1:]))
+    if "ppocoder" in arms and "stepcoder" in arms:  # the StepCoder paper's baseline: does StepCoder beat it?
+        pairs.append(("stepcoder", "ppocoder"))
     return [{"a": a, "b": b, **compare(finals[a]["passed"], finals[b]["passed"])} for a, b in pairs]
 
 
