@@ -154,6 +154,15 @@ def rate_pooled(executor, jobs) -> tuple[float, float]:
     return len(jobs) / seconds, 1000 * cpu / len(jobs)
 
 
+def faults_per_program(executor, rate, n: int) -> tuple[dict[str, float], tuple[float, float]]:
+    """Page faults per program of the children and of the workers (as the workers count them) during ``rate(n)``,
+    and what ``rate`` returned."""
+    pool = executor._pool
+    before = dict(pool.faults)
+    out = rate(n)
+    return {k: (pool.faults[k] - before.get(k, 0)) / n for k in ("child", "worker")}, out
+
+
 def rate_bare(executor, n: int) -> tuple[float, float]:
     """(programs per second, CPU ms per program) of jobs whose child exits as soon as it is forked: no
     confinement, no harness, no program, but the same pool, worker loop, relay, reap and wipe. The floor an
@@ -249,8 +258,8 @@ def main() -> int:
         info = emb.runner_info
         rate_pooled(emb, trivial_jobs(4 * w))  # warm-up
         e_triv, e_mbpp = rate_pooled(emb, trivial_jobs(n(1500))), rate_pooled(emb, mbpp_jobs(n(600)))
-        e_floor = rate_pooled(emb, floor_jobs(n(1500)))
-        e_bare = rate_bare(emb, n(1500))
+        floor_faults, e_floor = faults_per_program(emb, lambda k: rate_pooled(emb, floor_jobs(k)), n(1500))
+        bare_faults, e_bare = faults_per_program(emb, lambda k: rate_bare(emb, k), n(1500))
         e_floor2 = rate_pooled(emb, floor_jobs(n(1500)))  # again, after: load drifts while the bench runs
     missing = ", ".join(info["missing"]) or "none"
     rows.append(("embedded sandbox", e_triv, e_mbpp,
@@ -315,6 +324,9 @@ def main() -> int:
     print(f"fixed cost, CPU ms/program through the same pool: an empty program {floor_cpu:.2f} (runs: "
           f"{e_floor[1]:.2f}, {e_floor2[1]:.2f}) vs a child that exits at once {e_bare[1]:.2f} = "
           f"{floor_cpu / e_bare[1]:.2f}x (target <= 1.3x)")
+    print(f"page faults per program (copy-on-write after each fork; load-independent): an empty program: child "
+          f"{floor_faults['child']:.0f}, worker {floor_faults['worker']:.0f}; a child that exits at once: child "
+          f"{bare_faults['child']:.0f}, worker {bare_faults['worker']:.0f}")
     print(f"embedded floor (empty program, no tests, same pool): {e_floor[0]:.0f} programs/s, "
           f"{e_floor[1]:.1f} CPU ms/program: fresh process / fixed cost = {ratio(e_floor, f_triv)} (the ceiling "
           f"for any program, before running anything)")

@@ -28,7 +28,7 @@ from typing import Any
 
 from stepcoder.execution.engine import PooledExecutor, warn_missing
 from stepcoder.execution.options import SandboxOptions
-from stepcoder.execution.pool import BOOTSTRAP, Transport, WorkerPool
+from stepcoder.execution.pool import BOOTSTRAP, WORKER_ENV, Transport, WorkerPool
 from stepcoder.execution.runner_image import DEFAULT_IMAGE, build_image
 
 logger = logging.getLogger("stepcoder.execution")
@@ -63,7 +63,7 @@ class DockerTransport(Transport):
         self._api = api
         self.cid = api.create_container(image, command=cmd, user="65534:65534", stdin_open=True, tty=False,
                                         detach=False, working_dir="/tmp", labels=labels, network_disabled=True,
-                                        environment={"PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8", "HOME": "/tmp"},
+                                        environment={"PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8", "HOME": "/tmp", **WORKER_ENV},
                                         host_config=host_config)["Id"]
         self._dead, self._lock = False, threading.Lock()
         try:

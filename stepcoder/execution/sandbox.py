@@ -32,7 +32,7 @@ from stepcoder.execution.options import SandboxOptions
 from stepcoder.execution.cgroups import WorkerCgroups
 from stepcoder.execution.cgroups import clean_stale as _clean_stale_cgroups
 from stepcoder.execution.cgroups import rmdir as _rmdir  # with retries: also right for a view's mount point
-from stepcoder.execution.pool import BOOTSTRAP, Transport, WorkerPool, WorkerStartError
+from stepcoder.execution.pool import BOOTSTRAP, WORKER_ENV, Transport, WorkerPool, WorkerStartError
 
 logger = logging.getLogger("stepcoder.execution")
 
@@ -65,7 +65,7 @@ class ProcessTransport(Transport):
         self.config_overrides, self._cgroups, self._view_root = config_overrides, cgroups, view_root
         self._stderr = tempfile.TemporaryFile()
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/tmp", "TMPDIR": "/tmp",
-               "PYTHONHASHSEED": "0"}  # str hashes (set order) the same on every run; and no parent secrets
+               "PYTHONHASHSEED": "0", **WORKER_ENV}  # same str hashes (set order) on every run; no parent secrets
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                      env=env, cwd="/", start_new_session=True, bufsize=0)
         self._in, self._out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
