@@ -20,9 +20,11 @@ FENCE_OPEN = "```python\n"
 
 def _task_text(problem: Problem) -> str:
     text = problem.statement.strip()
-    if problem.tests.kind == "assert" and problem.dataset == "mbpp":
-        # MBPP's standard prompt shows the asserts: they fix the function name and signature.
-        text += "\nYour code should pass these tests:\n" + "\n".join(problem.tests.asserts[:MAX_EXAMPLE_TESTS])
+    if problem.tests.kind == "assert" and problem.dataset in ("mbpp", "mbpp-plus"):
+        # MBPP's standard prompt shows the asserts: they fix the function name and signature (MBPP+: its base
+        # asserts as written, kept aside from its generated tests; EvalPlus's own prompt shows one)
+        shown = problem.meta.get("examples") or problem.tests.asserts
+        text += "\nYour code should pass these tests:\n" + "\n".join(shown[:MAX_EXAMPLE_TESTS])
     return text
 
 

@@ -310,7 +310,8 @@ def test_hash_split_is_fixed_per_id():
 def test_fixed_eval_splits_are_held_out():
     sizes = {n: len(load_eval_split(n)) for n, e in EVAL_SPLITS.items() if not e.needs_path}
     assert sizes == {"mbpp-test": 500, "mbpp-validation": 90, "mbpp-sanitized-test": 257, "humaneval": 164,
-                     "leetcode-test": 200, "leetcode-test-v0.3.1": 228, "apps-eval150": 127}
+                     "leetcode-test": 200, "leetcode-test-v0.3.1": 228, "apps-eval150": 127,
+                     "mbpp-plus-test": 238, "mbpp-plus": 399}
     leet_train = load_problems("leetcode", split="train")
     check_held_out(leet_train, load_eval_split("leetcode-test") + load_eval_split("leetcode-test-v0.3.1"))
     # MBPP itself repeats three statements across its train and test splits: they must not be trained on.
@@ -322,6 +323,9 @@ def test_fixed_eval_splits_are_held_out():
         check_held_out(train, test)
     kept = without_held_out(train, test)
     assert len(kept) == 371 and not overlaps(kept, test)
+    # MBPP+'s held-out tasks are MBPP-test's, less 427: MBPP+ gave it the statement of train task 928
+    assert not overlaps(train, load_eval_split("mbpp-plus-test"))
+    assert overlaps(train, load_problems("mbpp-plus", split="test")) == [("mbpp/928", "mbpp-plus/427", "same statement")]
     with pytest.raises(DatasetError, match="valid: mbpp-test"):
         load_eval_split("mbpp-dev")
 

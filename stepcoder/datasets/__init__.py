@@ -48,6 +48,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "APPS+ data.json (bring your own copy)"),
     Format("apps-eval150", "stepcoder.datasets.apps_eval150:iter_apps_eval150", ("test",), True,
            "MapCoder's 150 APPS evaluation problems (no solutions)"),
+    Format("mbpp-plus", "stepcoder.datasets.mbppplus:iter_mbpp_plus", ("prompt", "test", "validation", "train"), True,
+           "MBPP+ (EvalPlus, 399 tasks, ~100 more tests each), split by MBPP task_id"),
     Format("stepcoder", "stepcoder.datasets.problems_jsonl:iter_problems_jsonl", (), False,
            "normalized problems JSONL, as written by `stepcoder data validate --out-clean`"),
 )}

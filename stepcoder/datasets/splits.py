@@ -105,6 +105,9 @@ class EvalSplit:
     split: str | None
     description: str
     needs_path: bool = False
+    # (dataset, split) whose problems this set must not repeat: its problems with the same statement as one of
+    # them are left out (MBPP+ rewrote task 427's statement into that of MBPP train task 928)
+    disjoint_from: tuple[str, str] | None = None
 
 
 EVAL_SPLITS: dict[str, EvalSplit] = {e.name: e for e in (
@@ -112,6 +115,9 @@ EVAL_SPLITS: dict[str, EvalSplit] = {e.name: e for e in (
     EvalSplit("mbpp-validation", "mbpp", "validation", "MBPP validation split, task_ids 511-600 (90)"),
     EvalSplit("mbpp-sanitized-test", "mbpp-sanitized", "test", "sanitized MBPP tasks in 11-510 (257)"),
     EvalSplit("humaneval", "humaneval", None, "HumanEval, all 164"),
+    EvalSplit("mbpp-plus-test", "mbpp-plus", "test", "MBPP+ tasks in MBPP-test, 11-510, with EvalPlus's tests, "
+              "less one that repeats an MBPP train statement (238)", disjoint_from=("mbpp", "train")),
+    EvalSplit("mbpp-plus", "mbpp-plus", None, "MBPP+, all 399 (121 of them from MBPP's prompt/validation/train)"),
     EvalSplit("leetcode-test", "leetcode", "test", "LeetCodeDataset v0.2.0 test (200)"),
     EvalSplit("leetcode-test-v0.3.1", "leetcode", "test-v0.3.1", "LeetCodeDataset v0.3.1 test (228)"),
     EvalSplit("apps-eval150", "apps-eval150", None, "MapCoder's APPS selection (127 distinct usable problems)"),
@@ -130,7 +136,12 @@ def load_eval_split(name: str, path: str | None = None) -> list[Problem]:
         raise DatasetError(f"eval split {name!r} needs the path of its {e.dataset} file")
     if e.split and e.split.startswith("hash:"):
         return by_hash_split(load_problems(e.dataset, path), e.split.split(":", 1)[1])
-    return load_problems(e.dataset, path, e.split)
+    problems = load_problems(e.dataset, path, e.split)
+    if e.disjoint_from:
+        dataset, split = e.disjoint_from
+        repeated = {held for _, held, _ in overlaps(load_problems(dataset, split=split), problems)}
+        problems = [p for p in problems if p.problem_id not in repeated]
+    return problems
 
 
 _WS = re.compile(r"\s+")

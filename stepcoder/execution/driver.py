@@ -108,11 +108,13 @@ def _module_level_loads(tree: ast.Module) -> set[str]:
     return out
 
 
-def _called_first(tree: ast.Module) -> set[str]:
-    """The function each assert calls first (``assert sum(10, 15) == 6`` → sum)."""
+def _called_first(tree: ast.Module, skip: set[str] = frozenset()) -> set[str]:
+    """The function each assert calls first, past the test's own helpers in ``skip`` (``assert sum(10, 15) == 6``
+    → sum; ``assert __mbpp_plus_eq__(sum(10, 15), 6.0, ...)`` → sum too)."""
     out = set()
     for stmt in tree.body:
-        calls = [n for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+        calls = [n for n in ast.walk(stmt) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                 and n.func.id not in skip]
         if calls:
             out.add(calls[0].func.id)
     return out
@@ -140,7 +142,7 @@ def plan_for(setup: str, asserts: tuple[str, ...], context: str = "") -> SplitPl
     modules = tuple(sorted(n for n in free if n in _STDLIB and n not in _BUILTINS))
     remote = {n for n in free if n not in _STDLIB and n not in TRUSTED_CLASSES and n not in _BUILTINS}
     if not remote:  # the tests name nothing of the program's but builtins: it shadows one (MBPP's `def sum(a, b)`)
-        remote = {n for t in trees[2:] for n in _called_first(t)} & _BUILTINS
+        remote = {n for t in trees[2:] for n in _called_first(t, bound)} & _BUILTINS
     if remote & _module_level_loads(trees[1]):
         return None
     return SplitPlan(codes[0] if context.strip() else None, codes[1] if setup and setup.strip() else None,
