@@ -311,7 +311,7 @@ def test_fixed_eval_splits_are_held_out():
     sizes = {n: len(load_eval_split(n)) for n, e in EVAL_SPLITS.items() if not e.needs_path}
     assert sizes == {"mbpp-test": 500, "mbpp-validation": 90, "mbpp-sanitized-test": 257, "humaneval": 164,
                      "leetcode-test": 200, "leetcode-test-v0.3.1": 228, "apps-eval150": 127,
-                     "mbpp-plus-test": 238, "mbpp-plus": 399}
+                     "mbpp-plus-test": 236, "mbpp-plus": 394}
     leet_train = load_problems("leetcode", split="train")
     check_held_out(leet_train, load_eval_split("leetcode-test") + load_eval_split("leetcode-test-v0.3.1"))
     # MBPP itself repeats three statements across its train and test splits: they must not be trained on.

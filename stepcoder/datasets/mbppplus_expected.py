@@ -14,6 +14,9 @@ comparison, and how many plus inputs were dropped and why:
 - ``not_literal``: the input or output has no exact Python literal (nan, inf, objects), so no assert can hold it;
 - ``unstable``: the output changes between runs in other ways than a set's order.
 
+A whole task is left out (``unusable``, with the reason) where its canonical solution returns objects, or
+contradicts the expected values of its own base asserts.
+
 Run once when the data changes; the result is committed beside the data.
 """
 
@@ -30,8 +33,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stepcoder.datasets.mbppplus import (DEFAULT_PATH, EXPECTED_PATH, Unconformable, arg_templates, base_calls,
-                                         comparison, conform, has_float, same)
+from stepcoder.datasets.mbppplus import (DEFAULT_PATH, EXPECTED_PATH, Unconformable, agrees, arg_templates,
+                                         base_calls, comparison, conform, has_float, same)
 
 MAX_CALL_S = 0.25
 CALL_TIMEOUT_S = 2
@@ -72,7 +75,9 @@ else:
                 value = fn(*copy.deepcopy(args))
             finally:
                 signal.alarm(0)
-            out.append(("ok", literal(value), time.perf_counter() - t0))
+            src = literal(value)
+            objects = src is None and not isinstance(value, (float, complex, list, tuple, dict, set, frozenset))
+            out.append(("object" if objects else "ok", src, time.perf_counter() - t0))
         except TimeoutError:
             out.append(("slow", None, float(call_s)))
         except BaseException:
@@ -125,6 +130,7 @@ def task_expected(record: dict) -> dict:
     calls = base_calls(record["assertion"], entry_point)
     templates = arg_templates(calls, base_raw)
     dropped = {"unconformable": 0, "error": 0, "slow": 0, "not_literal": 0, "unstable": 0}
+    how = comparison(calls)
     if templates is None:
         dropped["unconformable"] = len(plus_raw)
         return {"base": [], "plus": [], "dropped": dropped, "inputs": len(plus_raw)}
@@ -133,6 +139,14 @@ def task_expected(record: dict) -> dict:
     plus = _rebuild(plus_raw, templates, dropped)
     inputs = [a for a in base + plus if a is not None]
     runs = [run_canonical(record["canonical_solution"], entry_point, inputs, seed) for seed in HASH_SEEDS]
+    if any(status == "object" for run in runs for status, _, _ in run):
+        return {"base": [], "plus": [], "dropped": dropped, "inputs": len(plus_raw),
+                "unusable": "the canonical solution returns objects (e.g. a re.Match), which never leave the sandbox"}
+    for (_, call_how, want), (status, out, _) in zip(calls, runs[0]):  # base inputs come first, one per call
+        if status == "ok" and out is not None and not agrees(ast.literal_eval(out), want, call_how):
+            return {"base": [], "plus": [], "dropped": dropped, "inputs": len(plus_raw),
+                    "unusable": f"the canonical solution contradicts its base asserts (expects {want!r}, "
+                                f"returns {out[:60]})"}
     results = iter(zip(inputs, *runs))
     kept: dict[str, list] = {"base": [], "plus": []}
     for part, args_list in (("base", base), ("plus", plus)):
@@ -161,6 +175,8 @@ def task_expected(record: dict) -> dict:
                     counts["unstable"] += 1
                     continue
                 kind = "set"
+            elif how == "set":  # the base asserts compare as sets
+                kind = "set" if isinstance(value, (list, tuple, set, frozenset)) else "eq"
             else:
                 kind = "close" if has_float(value) else "eq"
             kept[part].append([arg_src, out, kind])
@@ -181,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, record in enumerate(records, 1):
         t = tasks[record["task_id"]] = task_expected(record)
         totals["inputs"] += t["inputs"]
+        totals["unusable_tasks"] = totals.get("unusable_tasks", 0) + bool(t.get("unusable"))
         totals["base_kept"] = totals.get("base_kept", 0) + len(t["base"])
         totals["kept"] += len(t["plus"])
         for k, v in t["dropped"].items():

@@ -116,8 +116,8 @@ EVAL_SPLITS: dict[str, EvalSplit] = {e.name: e for e in (
     EvalSplit("mbpp-sanitized-test", "mbpp-sanitized", "test", "sanitized MBPP tasks in 11-510 (257)"),
     EvalSplit("humaneval", "humaneval", None, "HumanEval, all 164"),
     EvalSplit("mbpp-plus-test", "mbpp-plus", "test", "MBPP+ tasks in MBPP-test, 11-510, with EvalPlus's tests, "
-              "less one that repeats an MBPP train statement (238)", disjoint_from=("mbpp", "train")),
-    EvalSplit("mbpp-plus", "mbpp-plus", None, "MBPP+, all 399 (121 of them from MBPP's prompt/validation/train)"),
+              "less one that repeats an MBPP train statement (236)", disjoint_from=("mbpp", "train")),
+    EvalSplit("mbpp-plus", "mbpp-plus", None, "MBPP+, 394 of 399 (120 from MBPP's prompt/validation/train)"),
     EvalSplit("leetcode-test", "leetcode", "test", "LeetCodeDataset v0.2.0 test (200)"),
     EvalSplit("leetcode-test-v0.3.1", "leetcode", "test-v0.3.1", "LeetCodeDataset v0.3.1 test (228)"),
     EvalSplit("apps-eval150", "apps-eval150", None, "MapCoder's APPS selection (127 distinct usable problems)"),

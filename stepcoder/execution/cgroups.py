@@ -66,6 +66,8 @@ def v2_mount_dir(mountinfo: str, cgroup_path: str) -> Path | None:
         if not right.startswith("cgroup2 ") or len(fields) < 5:
             continue
         root, mount_point = fields[3], fields[4].replace("\\040", " ")
+        if root.startswith("/..") or "/.." in cgroup_path:
+            continue  # the mount shows cgroups outside our cgroup namespace: paths here do not map onto it
         rel = os.path.relpath(cgroup_path, root)
         if rel == ".":
             return Path(mount_point)
