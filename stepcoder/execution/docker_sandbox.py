@@ -63,7 +63,8 @@ class DockerTransport(Transport):
         self._api = api
         self.cid = api.create_container(image, command=cmd, user="65534:65534", stdin_open=True, tty=False,
                                         detach=False, working_dir="/tmp", labels=labels, network_disabled=True,
-                                        environment={"PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8", "HOME": "/tmp", **WORKER_ENV},
+                                        environment={"PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8", "HOME": "/tmp",
+                                                     **WORKER_ENV},
                                         host_config=host_config)["Id"]
         self._dead, self._lock = False, threading.Lock()
         try:

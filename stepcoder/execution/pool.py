@@ -38,15 +38,15 @@ _HERE = Path(__file__).resolve().parent
 WORKER_SOURCES = tuple((name, (_HERE / f"{name}.py").read_text()) for name in WORKER_MODULES)
 HARNESS_VERSION = hashlib.sha256(repr(WORKER_SOURCES).encode()).hexdigest()[:12]
 
-# Run by `python -B -s -S -c`: read the worker's sources and config from stdin (a 10-digit length, then marshal),
-# load them as modules and start the worker loop. Reads go straight to fd 0, unbuffered: the rest of stdin is the
-# job stream.
 # The worker's environment on both backends, besides the basics. LD_BIND_NOW: the dynamic linker resolves every
 # symbol when the worker starts, not lazily at first call: a child calling a libc function the zygote never called
 # (setsid, setresuid, setrlimit) would otherwise write the resolved address into the shared GOT and copy that page
 # (measured: 10-14 page faults of ~300 per program; bench/exec.py).
 WORKER_ENV = {"LD_BIND_NOW": "1"}
 
+# Run by `python -B -s -S -c`: read the worker's sources and config from stdin (a 10-digit length, then marshal),
+# load them as modules and start the worker loop. Reads go straight to fd 0, unbuffered: the rest of stdin is the
+# job stream.
 BOOTSTRAP = r"""
 import os, sys, marshal
 def _read(n):
