@@ -3,9 +3,9 @@ data/mbpp-plus with the expected outputs computed from it (``mbppplus_expected.p
 
 A record has the task's ``prompt`` (its statement in a string literal), ``entry_point``, ``canonical_solution``,
 ``assertion`` (the base asserts, Python), ``base_input`` and ``plus_input`` (argument lists, JSON-encoded) and
-``atol``. As in EvalPlus, a problem's tests are its base inputs, then its plus inputs, each checked against the output of
-the canonical solution (computed once: ``data/mbpp-plus/expected.json.gz``, ``mbppplus_expected.py``); the base
-asserts as written are the prompt's examples (``meta["examples"]``).
+``atol``. As in EvalPlus, a problem's tests are its base inputs, then its plus inputs, each checked against the
+output of the canonical solution (computed once: ``data/mbpp-plus/expected.json.gz``, ``mbppplus_expected.py``);
+the base asserts as written are the prompt's examples (``meta["examples"]``).
 
 JSON has no tuples or sets, so a plus input is brought back to the argument types the base asserts use: each
 argument position gets a *container template* from the literal arguments of the base asserts (``tuple`` of

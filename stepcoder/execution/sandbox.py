@@ -2,9 +2,9 @@
 child per program (``worker.py``, ``isolation.py``).
 
 Started as root (the pipeline's normal case here), each worker gets fresh network/mount/PID/IPC/UTS namespaces, a
-minimal read-only filesystem view with a private size-capped /tmp, and cgroup memory and pids limits (v1 or v2,
-``cgroups.py``) where the host has those controllers; each program's child runs in its own session as uid 65534 with rlimits,
-no-new-privileges and a seccomp filter. Not root: a user namespace gives the namespaces and the view, but not the
+minimal read-only filesystem view with a private size-capped /tmp, and cgroup memory and pids limits (v1 or
+v2, ``cgroups.py``) where the host has those controllers; each program's child runs in its own session as uid
+65534 with rlimits, no-new-privileges and a seccomp filter. Not root: a user namespace gives the namespaces and the view, but not the
 uid drop or cgroups. Whatever is missing is logged once, loudly, at start-up, and listed in every result's
 ``runner["missing"]``.
 """
