@@ -324,10 +324,10 @@ def _complete_finals(arm: str, summary: dict, work: Path) -> None:
     cfg = _config(arm, work)
     try:
         policy = latest_policy(cfg)
-        if not Path(policy).exists():
-            raise FileNotFoundError(policy)
-    except Exception as e:  # noqa: BLE001 - no store or checkpoint here (another machine ran it)
-        print(f"[bench-learn] arm {arm}: no checkpoint here ({type(e).__name__}), so no {', '.join(missing)}")
+    except TypeError:  # the store has no checkpoint of this arm: another machine ran it
+        policy = None
+    if policy is None or not Path(policy).exists():
+        print(f"[bench-learn] arm {arm}: its checkpoint is not on this machine, so no {', '.join(missing)}")
         return
     for split in missing:
         summary["final"][split] = cached_eval(work / "evals" / arm / f"{summary['iterations']}-{split}.json",
