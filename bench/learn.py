@@ -10,9 +10,8 @@ generation budget = iterations × problems_per_iteration × n_samples):
     ppocoder    PPOCoder's reward (unit tests + AST + data-flow match), no CCCS/FGO (opt-in: --arms ...,ppocoder)
 
 Held-out evaluation: greedy pass@1 on MBPP-test (500, never trained on) for the base model and every arm every
-``--eval-every`` iterations, with a 95 % Wilson interval; at the end HumanEval and MBPP+ (its 239 MBPP-test tasks,
-with EvalPlus's ~100 extra tests each) too. Arms are compared with the
-base and with each other by an exact McNemar test on the same problems and a paired bootstrap CI of the
+``--eval-every`` iterations, with a 95 % Wilson interval; at the end HumanEval and MBPP+ (236 of its MBPP-test
+tasks, with EvalPlus's ~100 extra tests each) too. Arms are compared with the base and with each other by an exact McNemar test on the same problems and a paired bootstrap CI of the
 difference. No choice here is made on MBPP-test: the run config is ``infra/configs/learn.yaml``.
 
 Resumable: each arm is a run in one store under ``--work`` (default .stepcoder/bench-learn); a re-run continues

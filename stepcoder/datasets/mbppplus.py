@@ -40,7 +40,7 @@ from stepcoder.problems import Problem, TestSpec
 DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "mbpp-plus"
 DEFAULT_PATH = DATA_DIR / "MbppPlus.jsonl"
 EXPECTED_PATH = DATA_DIR / "expected.json.gz"
-SPLITS = tuple(MBPP_SPLITS)  # by MBPP task_id, as MBPP: "test" is the 239 tasks of MBPP-test (11-510)
+SPLITS = tuple(MBPP_SPLITS)  # by MBPP task_id, as MBPP: "test" holds 237 usable tasks of MBPP-test (11-510)
 
 EQ_HELPER = "__mbpp_plus_eq__"
 SETUP = f'''\

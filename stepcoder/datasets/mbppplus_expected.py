@@ -131,30 +131,33 @@ def task_expected(record: dict) -> dict:
     templates = arg_templates(calls, base_raw)
     dropped = {"unconformable": 0, "error": 0, "slow": 0, "not_literal": 0, "unstable": 0}
     how = comparison(calls)
+
+    def nothing_kept(why: str = "") -> dict:
+        empty = {"base": [], "plus": [], "dropped": dropped, "inputs": len(plus_raw)}
+        return {**empty, "unusable": why} if why else empty
+
     if templates is None:
         dropped["unconformable"] = len(plus_raw)
-        return {"base": [], "plus": [], "dropped": dropped, "inputs": len(plus_raw)}
-    ignore = dict(dropped)
-    base = _rebuild(base_raw, templates, ignore)
+        return nothing_kept()
+    base_dropped = dict(dropped)  # only the plus inputs' drops are reported
+    base = _rebuild(base_raw, templates, base_dropped)
     plus = _rebuild(plus_raw, templates, dropped)
     inputs = [a for a in base + plus if a is not None]
     runs = [run_canonical(record["canonical_solution"], entry_point, inputs, seed) for seed in HASH_SEEDS]
     if any(status == "object" for run in runs for status, _, _ in run):
-        return {"base": [], "plus": [], "dropped": dropped, "inputs": len(plus_raw),
-                "unusable": "the canonical solution returns objects (e.g. a re.Match), which never leave the sandbox"}
+        return nothing_kept("the canonical solution returns objects (e.g. a re.Match), which never leave the sandbox")
     for (_, call_how, want), (status, out, _) in zip(calls, runs[0]):  # base inputs come first, one per call
         if status == "ok" and out is not None and not agrees(ast.literal_eval(out), want, call_how):
-            return {"base": [], "plus": [], "dropped": dropped, "inputs": len(plus_raw),
-                    "unusable": f"the canonical solution contradicts its base asserts (expects {want!r}, "
-                                f"returns {out[:60]})"}
-    results = iter(zip(inputs, *runs))
+            return nothing_kept(f"the canonical solution contradicts its base asserts (expects {want!r}, "
+                                f"returns {out[:60]})")
+    results = iter(zip(*runs))
     kept: dict[str, list] = {"base": [], "plus": []}
-    for part, args_list in (("base", base), ("plus", plus)):
-        counts = dropped if part == "plus" else dict(ignore)
+    sequences = []  # the kept tests whose output is a list or tuple: compared as sets if any output is a set's
+    for part, args_list, counts in (("base", base, base_dropped), ("plus", plus, dropped)):
         for args in args_list:
             if args is None:
                 continue
-            _, (status, out, took), (status2, out2, _) = next(results)
+            (status, out, took), (status2, out2, _) = next(results)
             if status != "ok" or status2 != "ok":
                 counts["slow" if "slow" in (status, status2) else "error"] += 1
                 continue
@@ -180,10 +183,11 @@ def task_expected(record: dict) -> dict:
             else:
                 kind = "close" if has_float(value) else "eq"
             kept[part].append([arg_src, out, kind])
+            if isinstance(value, (list, tuple)):
+                sequences.append(kept[part][-1])
     if any(t[2] == "set" for part in kept.values() for t in part):  # a set's order showed: every output is one
-        for part in kept.values():
-            for t in part:
-                t[2] = "set" if isinstance(ast.literal_eval(t[1]), (list, tuple)) else t[2]
+        for t in sequences:
+            t[2] = "set"
     return {**kept, "dropped": dropped, "inputs": len(plus_raw)}
 
 
