@@ -16,8 +16,10 @@ difference. No choice here is made on MBPP-test: the run config is ``infra/confi
 
 Resumable: each arm is a run in one store under ``--work`` (default .stepcoder/bench-learn); a re-run continues
 unfinished arms from their last committed iteration. Each finished arm's results go to
-``bench/results/learn/summary.json`` (with ``--commit``, committed to git at once, without checkpoints), and a
-finished arm is never re-run. The figures (curves.png, curriculum.png) are redrawn from summary.json.
+``bench/results/learn/<N>-iterations/summary.json``, one folder per budget (with ``--commit``, committed to git at
+once, without checkpoints), and a finished arm is never re-run. A longer budget continues the same stores, and
+the shorter budget's folder stays as it was. The figures (curves.png, curriculum.png) are redrawn from
+summary.json.
 """
 
 from __future__ import annotations
@@ -219,15 +221,21 @@ def write_summary(work: Path, base: dict, arms: dict[str, dict], budget: dict, m
         "arms": arms,
         "comparisons": comparisons(base, arms) if arms else [],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+    out = budget_dir(budget["iterations"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
     from learn_plots import plot_curriculum, plot_curves
 
-    plot_curves(summary, RESULTS / "curves.png")
+    plot_curves(summary, out / "curves.png")
     if "stepcoder" in arms:
-        plot_curriculum(arms["stepcoder"], RESULTS / "curriculum.png")
+        plot_curriculum(arms["stepcoder"], out / "curriculum.png")
     print_table(summary)
     return summary
+
+
+def budget_dir(iterations: int) -> Path:
+    """Each budget's results in a folder of their own: a 32-iteration run never overwrites the 16-iteration one."""
+    return RESULTS / f"{iterations}-iterations"
 
 
 def _json_default(x):
@@ -270,7 +278,8 @@ def main() -> None:
     ap.add_argument("--commit", action="store_true", help="git-commit bench/results/learn after each arm")
     ap.add_argument("--config", type=Path, default=CONFIG, help="run config of every arm")
     ap.add_argument("--set", action="append", default=[], help="override for every arm, e.g. model.path=tiny")
-    ap.add_argument("--results", type=Path, default=RESULTS, help="where summary.json and the figures go")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="where <N>-iterations/summary.json and the figures go")
     ap.add_argument("--eval-limit", type=int, default=None, help="first N problems of each eval (smoke tests)")
     args = ap.parse_args()
     CONFIG, RESULTS, EVAL_LIMIT = args.config.resolve(), args.results.resolve(), args.eval_limit
@@ -287,12 +296,15 @@ def main() -> None:
               "n_samples": cfg.generation.n_samples}
     print(f"[bench-learn] arms {arms}; {args.iterations} iterations × {per_iteration} samples = "
           f"{budget['samples_per_arm']} samples per arm; evaluation on {MAIN_EVAL} every {args.eval_every}")
-    previous = json.loads((RESULTS / "summary.json").read_text()) if (RESULTS / "summary.json").exists() else {}
+    here = budget_dir(args.iterations) / "summary.json"
+    previous = json.loads(here.read_text()) if here.exists() else {}
     # Every arm already finished at this budget stays in the summary, also when this sitting runs other arms.
     finished = {a: s for a, s in previous.get("arms", {}).items() if s.get("iterations") == args.iterations}
     # The base model's evaluations (with each problem's outcome) are kept in summary.json: a later sitting on
-    # another machine reuses them instead of evaluating the same weights again.
-    base = {split: _kept_base(previous, split) or cached_eval(
+    # another machine, or another budget, reuses them instead of evaluating the same weights again.
+    summaries = [previous, *(json.loads(p.read_text()) for p in sorted(RESULTS.glob("*-iterations/summary.json"))
+                             if p != here)]
+    base = {split: _kept_base(summaries, split, cfg.model.path) or cached_eval(
                 args.work / "evals" / "base" / f"{split}.json",
                 lambda s=split: evaluate_policy(cfg, str(_base_dir(cfg)), s))
             for split in FINAL_EVALS}
@@ -309,9 +321,10 @@ def main() -> None:
         results[arm] = run_arm(arm, args.work, args.iterations, args.eval_every, started, plan)
         write_summary(args.work, base, results, budget, cfg.model.path)
         if args.commit:
-            subprocess.run(["git", "add", str(RESULTS)], cwd=REPO, check=True)
+            out = budget_dir(args.iterations)
+            subprocess.run(["git", "add", str(out)], cwd=REPO, check=True)
             subprocess.run(["git", "commit", "-q", "-m", f"bench-learn: arm {arm} finished ({args.iterations} "
-                            f"iterations)", "--", str(RESULTS)], cwd=REPO, check=False)
+                            f"iterations)", "--", str(out)], cwd=REPO, check=False)
 
 
 def _complete_finals(arm: str, summary: dict, work: Path) -> None:
@@ -333,10 +346,13 @@ def _complete_finals(arm: str, summary: dict, work: Path) -> None:
                                               lambda s=split: evaluate_policy(cfg, policy, s))
 
 
-def _kept_base(previous: dict, split: str) -> dict | None:
-    kept = previous.get("base", {}).get(split)
-    if kept and "passed" in kept and EVAL_LIMIT is None and previous.get("model") and kept["problems"] > 0:
-        return kept
+def _kept_base(summaries: list[dict], split: str, model: str) -> dict | None:
+    """The base model's evaluation on ``split`` from any budget's summary (the same weights every time)."""
+    for summary in summaries:
+        kept = summary.get("base", {}).get(split)
+        same_model = summary.get("model") == MODEL_NAMES.get(model, model)
+        if kept and "passed" in kept and EVAL_LIMIT is None and same_model and kept["problems"] > 0:
+            return kept
     return None
 
 

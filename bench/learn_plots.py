@@ -1,4 +1,5 @@
-"""Figures of the learning benchmark, drawn from ``bench/results/learn/summary.json`` (matplotlib only)."""
+"""Figures of the learning benchmark, drawn from ``bench/results/learn/<N>-iterations/summary.json``
+(matplotlib only)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The learning benchmark's machinery end to end on the tiny model: two arms, resumable, paired statistics.
 
-It proves the bookkeeping (arms, evaluations with per-problem outcomes, summary, figures, resume), not that
-anything learns: `make bench-learn` is where SmolLM2 is measured.
+It proves the bookkeeping (arms, evaluations with per-problem outcomes, one summary per budget, figures, resume),
+not that anything learns: `make bench-learn` is where SmolLM2 is measured.
 """
 
 import json
@@ -23,7 +23,7 @@ def _bench(tmp_path, model_cache, iterations):
     env = {**__import__("os").environ, "STEPCODER_CACHE": str(model_cache)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout, json.loads((tmp_path / "results" / "summary.json").read_text())
+    return out.stdout, json.loads((tmp_path / "results" / f"{iterations}-iterations" / "summary.json").read_text())
 
 
 def test_two_arms_resume_and_compare(tmp_path, tiny_model, model_cache):
@@ -44,8 +44,11 @@ def test_two_arms_resume_and_compare(tmp_path, tiny_model, model_cache):
     pairs = {(c["a"], c["b"]) for c in s2["comparisons"]}
     assert pairs == {("stepcoder", "base"), ("vanilla", "base"), ("stepcoder", "vanilla")}
     assert all(0.0 <= c["mcnemar_p"] <= 1.0 for c in s2["comparisons"])
-    assert (tmp_path / "results" / "curves.png").stat().st_size > 10_000
-    assert (tmp_path / "results" / "curriculum.png").exists()
+    assert (tmp_path / "results" / "2-iterations" / "curves.png").stat().st_size > 10_000
+    assert (tmp_path / "results" / "2-iterations" / "curriculum.png").exists()
+    # each budget keeps its own results: the longer one did not overwrite the shorter one's
+    kept = json.loads((tmp_path / "results" / "1-iterations" / "summary.json").read_text())
+    assert kept == s1 and kept["arms"]["stepcoder"]["iterations"] == 1
     # a finished budget is not re-run
     third, _ = _bench(tmp_path, model_cache, 2)
     assert "[bench-learn] arm " not in third
