@@ -152,7 +152,7 @@ def test_v2_delegation_moves_the_cgroups_processes_into_a_leaf(busy_v2_cgroup):
 
     worker = group / "w1"  # a worker's cgroup gets the controllers and takes a process
     worker.mkdir()
-    assert (worker / "cgroup.controllers").read_text().split() == sorted(offered)
+    assert set((worker / "cgroup.controllers").read_text().split()) == offered  # in the kernel's order
     (worker / "cgroup.procs").write_text(str(sleeper.pid))
     assert (worker / "cgroup.procs").read_text().split() == [str(sleeper.pid)]
     if "pids" in have:  # where pids is delegable here, the limit must hold too
