@@ -118,6 +118,20 @@ def latest_policy(cfg) -> str:
     return str(Path(load_run_state(open_store(cfg.store), cfg.run_name).checkpoint_uri) / "policy")
 
 
+def policy_at(cfg, iteration: int) -> str | None:
+    """The policy checkpoint committed by ``iteration``, or None where the store has no such iteration."""
+    from storage import open_store
+    from storage.store import run_sql
+
+    con = open_store(cfg.store).connect()
+    try:
+        uri = run_sql(con, "SELECT checkpoint_uri FROM iterations WHERE run = ? AND iteration = ?",
+                      [cfg.run_name, iteration]).column("checkpoint_uri").to_pylist()
+    finally:
+        con.close()
+    return str(Path(uri[0]) / "policy") if uri and uri[0] else None
+
+
 def run_arm(arm: str, work: Path, iterations: int, eval_every: int, started: float, plan: dict) -> dict:
     """Train ``arm`` up to ``iterations`` (continuing from its store), evaluating every ``eval_every``."""
     from flows.stepcoder_flow import stepcoder
@@ -192,20 +206,28 @@ def _strip(e: dict) -> dict:
 
 
 def comparisons(base: dict, arms: dict[str, dict]) -> list[dict]:
-    """Paired tests on the final MBPP-test outcomes: every arm against the base, the paper's order, and StepCoder
-    against PPOCoder where both ran."""
+    """Paired tests on the final outcomes of every held-out split: every arm against the base and every pair of
+    arms (the paper's order first, so ``a`` is the arm the paper expects ahead), each record naming its split.
+
+    All pairs, not only neighbours in the paper's order: a reader asking "does StepCoder beat vanilla" should
+    find the answer here, not in a script of their own. A split an arm lacks (an arm finished before the split
+    was added) is left out for that arm."""
     from stepcoder.evaluation.stats import compare
 
-    finals = {"base": base[MAIN_EVAL], **{a: s["final"][MAIN_EVAL] for a, s in arms.items()}}
-    for name, e in finals.items():
-        if e["problem_ids"] != finals["base"]["problem_ids"]:
-            raise ValueError(f"{name}: evaluated on other problems than the base")
-    pairs = [(a, "base") for a in arms]
-    order = [a for a in ("stepcoder", "no-fgo", "no-cccs", "vanilla") if a in arms]
-    pairs += list(zip(order, order[1:]))
-    if "ppocoder" in arms and "stepcoder" in arms:  # the StepCoder paper's baseline: does StepCoder beat it?
-        pairs.append(("stepcoder", "ppocoder"))
-    return [{"a": a, "b": b, **compare(finals[a]["passed"], finals[b]["passed"])} for a, b in pairs]
+    order = [a for a in ("stepcoder", "no-fgo", "no-cccs", "vanilla", "ppocoder") if a in arms]
+    order += [a for a in arms if a not in order]
+    pairs = [(a, "base") for a in order] + [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
+    out = []
+    for split in FINAL_EVALS:
+        finals = {"base": base.get(split), **{a: s["final"].get(split) for a, s in arms.items()}}
+        present = {name: e for name, e in finals.items() if e is not None}
+        ids = next(iter(present.values()))["problem_ids"] if present else None
+        for name, e in present.items():
+            if e["problem_ids"] != ids:  # a paired test on different problems would be meaningless
+                raise ValueError(f"{name}: evaluated on other {split} problems than {next(iter(present))}")
+        out += [{"a": a, "b": b, "split": split, **compare(finals[a]["passed"], finals[b]["passed"])}
+                for a, b in pairs if finals[a] is not None and finals[b] is not None]
+    return out
 
 
 MODEL_NAMES = {"smollm2-135m": "SmolLM2-135M-Instruct"}
@@ -259,11 +281,21 @@ def print_table(summary: dict) -> None:
 
     print(f"{'base':<11} {0:>5} {0:>7} {base['pass@1']:>7.3f} {_ci(base):>15} {'':>10} {'':>7} "
           f"{_more(summary['base'])}")
-    vs_base = {c["a"]: c for c in summary["comparisons"] if c["b"] == "base"}
+    vs_base = {c["a"]: c for c in summary["comparisons"] if c["b"] == "base" and c.get("split") == MAIN_EVAL}
     for arm, s in summary["arms"].items():
         f, c = s["final"][MAIN_EVAL], vs_base[arm]
         print(f"{arm:<11} {s['iterations']:>5} {s['samples']:>7} {f['pass@1']:>7.3f} {_ci(f):>15} "
               f"{c['diff']:>+10.3f} {c['mcnemar_p']:>7.3f} {_more(s['final'])}")
+    between = [c for c in summary["comparisons"] if c["b"] != "base"]
+    if between:
+        print("\nBetween arms, paired on the same problems: a − b in points, 95 % bootstrap CI, exact McNemar p, "
+              "problems only a / only b solves")
+        print(f"{'a − b':<22} {'split':<15} {'Δ pt':>6} {'95% CI':>15} {'p':>7} {'only a/b':>9}")
+        for c in between:
+            lo, hi = c["diff_ci95"]
+            print(f"{c['a'] + ' − ' + c['b']:<22} {c['split']:<15} {100 * c['diff']:>+6.1f} "
+                  f"{f'{100 * lo:+.1f}…{100 * hi:+.1f}':>15} {c['mcnemar_p']:>7.3f} "
+                  f"{str(c['only_a']) + '/' + str(c['only_b']):>9}")
 
 
 # ---------------------------------------------------------------- main
@@ -335,12 +367,12 @@ def _complete_finals(arm: str, summary: dict, work: Path) -> None:
     if not missing:
         return
     cfg = _config(arm, work)
-    try:
-        policy = latest_policy(cfg)
-    except TypeError:  # the store has no checkpoint of this arm: another machine ran it
-        policy = None
+    # The checkpoint of the iteration this summary stopped at, not the store's latest: the same store may have
+    # gone on to a longer budget since, and a 16-iteration figure must come from the 16-iteration weights.
+    policy = policy_at(cfg, summary["iterations"])
     if policy is None or not Path(policy).exists():
-        print(f"[bench-learn] arm {arm}: its checkpoint is not on this machine, so no {', '.join(missing)}")
+        print(f"[bench-learn] arm {arm}: its iteration-{summary['iterations']} checkpoint is not on this machine "
+              f"(another machine ran it, or a later iteration pruned it), so no {', '.join(missing)}")
         return
     for split in missing:
         summary["final"][split] = cached_eval(work / "evals" / arm / f"{summary['iterations']}-{split}.json",

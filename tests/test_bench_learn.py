@@ -26,7 +26,7 @@ def _bench(tmp_path, model_cache, iterations):
     return out.stdout, json.loads((tmp_path / "results" / f"{iterations}-iterations" / "summary.json").read_text())
 
 
-def test_two_arms_resume_and_compare(tmp_path, tiny_model, model_cache):
+def test_two_arms_resume_and_compare(tmp_path, tiny_model, model_cache, monkeypatch):
     first, s1 = _bench(tmp_path, model_cache, 1)
     assert set(s1["arms"]) == {"stepcoder", "vanilla"}
     assert "[bench-learn] arm stepcoder: iteration 1/1" in first and "ETA" in first
@@ -41,9 +41,22 @@ def test_two_arms_resume_and_compare(tmp_path, tiny_model, model_cache):
         assert len(a["final"]["mbpp-test"]["passed"]) == 12 and "humaneval" in a["final"]
         assert [r["iteration"] for r in a["curriculum_stages"]] == [1, 2]
     assert s2["arms"]["vanilla"]["overrides"] == ["fgo.enabled=false", "curriculum.enabled=false"]
-    pairs = {(c["a"], c["b"]) for c in s2["comparisons"]}
-    assert pairs == {("stepcoder", "base"), ("vanilla", "base"), ("stepcoder", "vanilla")}
+    splits = set(s2["arms"]["stepcoder"]["final"])
+    assert {"mbpp-test", "humaneval"} <= splits
+    pairs = {(c["a"], c["b"], c["split"]) for c in s2["comparisons"]}
+    assert pairs == {(a, b, split) for split in splits
+                     for a, b in [("stepcoder", "base"), ("vanilla", "base"), ("stepcoder", "vanilla")]}
     assert all(0.0 <= c["mcnemar_p"] <= 1.0 for c in s2["comparisons"])
+    assert "Between arms" in second and "stepcoder − vanilla" in second
+    # each iteration's own checkpoint is found (a finished budget's missing split is evaluated on its weights)
+    sys.path.insert(0, str(REPO / "bench"))
+    import learn
+
+    monkeypatch.setattr(learn, "CONFIG", REPO / "infra" / "configs" / "tiny.yaml")
+    monkeypatch.setattr(learn, "EXTRA", ["data.subset=6"])
+    cfg = learn._config("vanilla", tmp_path / "work")
+    assert learn.policy_at(cfg, 1).endswith("iter-000001/policy")
+    assert learn.policy_at(cfg, 2).endswith("iter-000002/policy") and learn.policy_at(cfg, 3) is None
     assert (tmp_path / "results" / "2-iterations" / "curves.png").stat().st_size > 10_000
     assert (tmp_path / "results" / "2-iterations" / "curriculum.png").exists()
     # each budget keeps its own results: the longer one did not overwrite the shorter one's
