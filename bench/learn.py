@@ -50,9 +50,39 @@ MAIN_EVAL, FINAL_EVALS = "mbpp-test", ("mbpp-test", "humaneval", "mbpp-plus-test
 EVAL_LIMIT: int | None = None
 
 
-def _overrides(arm: str, work: Path) -> list[str]:
-    return [*ARMS[arm], f"store={work / 'store'}", f"checkpoint_dir={work / 'checkpoints'}", "eval.every=0",
-            *EXTRA]
+SEED_SUFFIX = "-seed"
+
+
+def run_name(arm: str, seed: int) -> str:
+    """The store's run for one replicate of ``arm``. Seed 0 keeps the bare arm name, so the runs made before
+    replicates existed are that arm's first replicate."""
+    return arm if seed == 0 else f"{arm}{SEED_SUFFIX}{seed}"
+
+
+def parse_run(run: str) -> tuple[str, int]:
+    """``vanilla-seed2`` → ("vanilla", 2); ``vanilla`` → ("vanilla", 0)."""
+    arm, sep, seed = run.rpartition(SEED_SUFFIX)
+    if sep and seed.isdigit() and arm in ARMS:
+        return arm, int(seed)
+    return run, 0
+
+
+def _seed(run: str) -> list[str]:
+    """A replicate changes only ``generation.seed`` (sampling, the critic head's init, minibatch order); the
+    training pool and the order problems are visited in (``data.seed``) stay, so replicates differ by the
+    training's own randomness, not by what they train on."""
+    seed = parse_run(run)[1]
+    return [f"generation.seed={seed}"] if seed else []
+
+
+def arm_overrides(run: str) -> list[str]:
+    """What makes ``run`` its arm and replicate (kept in the summary)."""
+    return [*ARMS[parse_run(run)[0]], *_seed(run)]
+
+
+def _overrides(run: str, work: Path) -> list[str]:
+    return [*ARMS[parse_run(run)[0]], f"store={work / 'store'}", f"checkpoint_dir={work / 'checkpoints'}",
+            "eval.every=0", *EXTRA, *_seed(run)]  # the seed after --set: replicates must differ
 
 
 EXTRA: list[str] = []  # --set overrides, for every arm (e.g. a smoke test's tiny model)
@@ -184,8 +214,10 @@ def arm_summary(cfg, arm: str, iterations: int, evals: dict[int, dict], finals: 
     cur = run_sql(con, """SELECT iteration, problem_id, stage_before, stage_after, full_stage FROM curriculum
                           WHERE run = $run ORDER BY iteration""", {"run": arm}).to_pylist()
     return {
-        "arm": arm,
-        "overrides": list(ARMS[arm]),
+        "arm": parse_run(arm)[0],
+        "run": arm,
+        "seed": parse_run(arm)[1],
+        "overrides": arm_overrides(arm),
         "config": json.loads(cfg.to_json()),
         "iterations": iterations,
         "samples": sum(r["num_rollouts"] for r in per_it),
@@ -214,8 +246,9 @@ def comparisons(base: dict, arms: dict[str, dict]) -> list[dict]:
     was added) is left out for that arm."""
     from stepcoder.evaluation.stats import compare
 
-    order = [a for a in ("stepcoder", "no-fgo", "no-cccs", "vanilla", "ppocoder") if a in arms]
-    order += [a for a in arms if a not in order]
+    paper = ("stepcoder", "no-fgo", "no-cccs", "vanilla", "ppocoder")
+    order = sorted(arms, key=lambda r: (paper.index(parse_run(r)[0]) if parse_run(r)[0] in paper else len(paper),
+                                        parse_run(r)[1]))
     pairs = [(a, "base") for a in order] + [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
     out = []
     for split in FINAL_EVALS:
@@ -227,6 +260,26 @@ def comparisons(base: dict, arms: dict[str, dict]) -> list[dict]:
                 raise ValueError(f"{name}: evaluated on other {split} problems than {next(iter(present))}")
         out += [{"a": a, "b": b, "split": split, **compare(finals[a]["passed"], finals[b]["passed"])}
                 for a, b in pairs if finals[a] is not None and finals[b] is not None]
+    return out
+
+
+def replicates(arms: dict[str, dict]) -> dict[str, dict]:
+    """Per arm with more than one seed: each replicate's final pass@1 per split, their mean and range. The
+    spread between replicates is the training's own noise, which no paired test on one run can show."""
+    by_arm: dict[str, list[str]] = {}
+    for run in arms:
+        by_arm.setdefault(parse_run(run)[0], []).append(run)
+    out = {}
+    for arm, runs in by_arm.items():
+        if len(runs) < 2:
+            continue
+        runs = sorted(runs, key=lambda r: parse_run(r)[1])
+        splits = [sp for sp in FINAL_EVALS if all(sp in arms[r]["final"] for r in runs)]
+        out[arm] = {"runs": runs, "pass@1": {
+            sp: {"each": [arms[r]["final"][sp]["pass@1"] for r in runs],
+                 "mean": sum(arms[r]["final"][sp]["pass@1"] for r in runs) / len(runs),
+                 "range": [min(arms[r]["final"][sp]["pass@1"] for r in runs),
+                           max(arms[r]["final"][sp]["pass@1"] for r in runs)]} for sp in splits}}
     return out
 
 
@@ -243,6 +296,7 @@ def write_summary(work: Path, base: dict, arms: dict[str, dict], budget: dict, m
         "base": base,
         "arms": arms,
         "comparisons": comparisons(base, arms) if arms else [],
+        "replicates": replicates(arms),
     }
     out = budget_dir(budget["iterations"])
     out.mkdir(parents=True, exist_ok=True)
@@ -286,6 +340,9 @@ def print_table(summary: dict) -> None:
         f, c = s["final"][MAIN_EVAL], vs_base[arm]
         print(f"{arm:<11} {s['iterations']:>5} {s['samples']:>7} {f['pass@1']:>7.3f} {_ci(f):>15} "
               f"{c['diff']:>+10.3f} {c['mcnemar_p']:>7.3f} {_more(s['final'])}")
+    for arm, r in summary.get("replicates", {}).items():
+        print(f"\n{arm}: {len(r['runs'])} replicates (seeds) — " + "; ".join(
+            f"{sp} mean {v['mean']:.3f}, range {v['range'][0]:.3f}–{v['range'][1]:.3f}" for sp, v in r["pass@1"].items()))
     between = [c for c in summary["comparisons"] if c["b"] != "base"]
     if between:
         print("\nBetween arms, paired on the same problems: a − b in points, 95 % bootstrap CI, exact McNemar p, "
@@ -305,6 +362,9 @@ def main() -> None:
     global CONFIG, RESULTS, EVAL_LIMIT
     ap = argparse.ArgumentParser(description="StepCoder learning benchmark (resumable)")
     ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma list of {', '.join(ARMS)}")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="replicates per arm (generation.seed 0..N-1; seed 0 is the arm's bare name): one run "
+                         "cannot tell arms apart whose difference is within the training's own noise")
     ap.add_argument("--iterations", type=int, default=32, help="iterations per arm (the generation budget)")
     ap.add_argument("--eval-every", type=int, default=8)
     ap.add_argument("--work", type=Path, default=REPO / ".stepcoder" / "bench-learn")
@@ -317,8 +377,11 @@ def main() -> None:
     args = ap.parse_args()
     CONFIG, RESULTS, EVAL_LIMIT = args.config.resolve(), args.results.resolve(), args.eval_limit
     EXTRA.extend(args.set)
-    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ARMS]
+    if args.seeds < 1:
+        sys.exit(f"--seeds must be at least 1, got {args.seeds}")
+    arms = [run_name(a, k) for a in (a.strip() for a in args.arms.split(",") if a.strip())
+            for k in range(args.seeds)]
+    unknown = [a for a in arms if parse_run(a)[0] not in ARMS]
     if unknown:
         sys.exit(f"unknown arms {unknown}; valid: {', '.join(ARMS)}")
     cfg = _config(arms[0], args.work)

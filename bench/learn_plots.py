@@ -9,6 +9,11 @@ COLORS = {"base": "black", "stepcoder": "tab:blue", "no-fgo": "tab:orange", "no-
           "vanilla": "tab:red", "ppocoder": "tab:purple"}
 
 
+def _style(run: str, s: dict) -> dict:
+    """An arm's colour for all its replicates; seed 0 solid, later seeds dashed."""
+    return {"color": COLORS.get(s.get("arm", run)), "ls": "-" if not s.get("seed") else "--"}
+
+
 def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -31,9 +36,9 @@ def plot_curves(summary: dict, out: Path) -> Path:
         vals = [base["pass@1"]] + [e["pass@1"] for e in s["evals"].values()]
         lo = [base["ci95"][0]] + [e["ci95"][0] for e in s["evals"].values()]
         hi = [base["ci95"][1]] + [e["ci95"][1] for e in s["evals"].values()]
-        c = COLORS.get(arm)
-        ax.plot(its, vals, marker="o", color=c, label=arm)
-        ax.fill_between(its, lo, hi, color=c, alpha=0.12)
+        st = _style(arm, s)
+        ax.plot(its, vals, marker="o", label=arm, **st)
+        ax.fill_between(its, lo, hi, color=st["color"], alpha=0.12)
     ax.set(title="held-out MBPP-test greedy pass@1", xlabel="iteration", ylabel="pass@1 (95 % CI)")
     ax.legend(fontsize=8)
     for ax, (key, title) in zip(axes[1:], (("pass_rate", "train pass rate (at the CCCS stage)"),
@@ -41,7 +46,7 @@ def plot_curves(summary: dict, out: Path) -> Path:
         for arm, s in summary["arms"].items():
             pts = [(r["iteration"], r[key]) for r in s["curves"] if r.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts), color=COLORS.get(arm), label=arm, lw=1.2)
+                ax.plot(*zip(*pts), label=arm, lw=1.2, **_style(arm, s))
         ax.set(title=title, xlabel="iteration")
     fig.suptitle(f"StepCoder learning benchmark: {summary['model']}, "
                  f"{summary['budget']['samples_per_arm']} samples per arm")

@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def _bench(tmp_path, model_cache, iterations):
-    cmd = [sys.executable, str(REPO / "bench" / "learn.py"), "--arms", "stepcoder,vanilla",
+def _bench(tmp_path, model_cache, iterations, *extra, arms="stepcoder,vanilla"):
+    cmd = [sys.executable, str(REPO / "bench" / "learn.py"), "--arms", arms, *extra,
            "--iterations", str(iterations), "--eval-every", "1", "--eval-limit", "12",
            "--config", str(REPO / "infra" / "configs" / "tiny.yaml"), "--set", "data.subset=6",
            "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")]
@@ -65,3 +65,12 @@ def test_two_arms_resume_and_compare(tmp_path, tiny_model, model_cache, monkeypa
     # a finished budget is not re-run
     third, _ = _bench(tmp_path, model_cache, 2)
     assert "[bench-learn] arm " not in third
+    # a second replicate of one arm: only the new seed runs, beside the finished arms, with its own seed
+    fourth, s4 = _bench(tmp_path, model_cache, 2, "--seeds", "2", arms="vanilla")
+    assert "arm vanilla-seed1: iteration 2/2" in fourth and "arm vanilla: iteration" not in fourth
+    assert set(s4["arms"]) == {"stepcoder", "vanilla", "vanilla-seed1"}
+    rep = s4["arms"]["vanilla-seed1"]
+    assert (rep["arm"], rep["seed"], rep["config"]["generation"]["seed"]) == ("vanilla", 1, 1)
+    assert s4["arms"]["vanilla"]["config"]["generation"]["seed"] == 0
+    assert s4["replicates"]["vanilla"]["runs"] == ["vanilla", "vanilla-seed1"]
+    assert "2 replicates (seeds)" in fourth
