@@ -347,10 +347,10 @@ def print_table(summary: dict) -> None:
     if between:
         print("\nBetween arms, paired on the same problems: a − b in points, 95 % bootstrap CI, exact McNemar p, "
               "problems only a / only b solves")
-        print(f"{'a − b':<22} {'split':<15} {'Δ pt':>6} {'95% CI':>15} {'p':>7} {'only a/b':>9}")
+        print(f"{'a − b':<28} {'split':<15} {'Δ pt':>6} {'95% CI':>15} {'p':>7} {'only a/b':>9}")
         for c in between:
             lo, hi = c["diff_ci95"]
-            print(f"{c['a'] + ' − ' + c['b']:<22} {c['split']:<15} {100 * c['diff']:>+6.1f} "
+            print(f"{c['a'] + ' − ' + c['b']:<28} {c['split']:<15} {100 * c['diff']:>+6.1f} "
                   f"{f'{100 * lo:+.1f}…{100 * hi:+.1f}':>15} {c['mcnemar_p']:>7.3f} "
                   f"{str(c['only_a']) + '/' + str(c['only_b']):>9}")
 
