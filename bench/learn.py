@@ -247,8 +247,12 @@ def comparisons(base: dict, arms: dict[str, dict]) -> list[dict]:
     from stepcoder.evaluation.stats import compare
 
     paper = ("stepcoder", "no-fgo", "no-cccs", "vanilla", "ppocoder")
-    order = sorted(arms, key=lambda r: (paper.index(parse_run(r)[0]) if parse_run(r)[0] in paper else len(paper),
-                                        parse_run(r)[1]))
+
+    def rank(run: str) -> tuple[int, int]:
+        arm, seed = parse_run(run)
+        return (paper.index(arm) if arm in paper else len(paper), seed)
+
+    order = sorted(arms, key=rank)
     pairs = [(a, "base") for a in order] + [(a, b) for i, a in enumerate(order) for b in order[i + 1:]]
     out = []
     for split in FINAL_EVALS:
@@ -275,11 +279,9 @@ def replicates(arms: dict[str, dict]) -> dict[str, dict]:
             continue
         runs = sorted(runs, key=lambda r: parse_run(r)[1])
         splits = [sp for sp in FINAL_EVALS if all(sp in arms[r]["final"] for r in runs)]
-        out[arm] = {"runs": runs, "pass@1": {
-            sp: {"each": [arms[r]["final"][sp]["pass@1"] for r in runs],
-                 "mean": sum(arms[r]["final"][sp]["pass@1"] for r in runs) / len(runs),
-                 "range": [min(arms[r]["final"][sp]["pass@1"] for r in runs),
-                           max(arms[r]["final"][sp]["pass@1"] for r in runs)]} for sp in splits}}
+        each = {sp: [arms[r]["final"][sp]["pass@1"] for r in runs] for sp in splits}
+        out[arm] = {"runs": runs, "pass@1": {sp: {"each": v, "mean": sum(v) / len(v), "range": [min(v), max(v)]}
+                                             for sp, v in each.items()}}
     return out
 
 
